@@ -1,0 +1,46 @@
+# sglang-mtp: run `make help` for the targets.
+# Everything installs into .venv (override with VENV=...); the system Python is left alone.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+# On a machine with an NVIDIA GPU, the full SGLang (with its GPU kernels) is installed;
+# elsewhere its pure-Python subset, which runs a real Engine on the CPU (requirements/sglang-cpu.txt).
+GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+
+.PHONY: help install build test test-fast bench bench-kernels gpu-check demo toy clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): setup.py requirements/sglang-cpu.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+ifeq ($(GPU),1)
+	$(PIP) install torch==2.14.1 sglang==0.5.23
+else
+	$(PIP) install -r requirements/sglang-cpu.txt
+	$(PIP) install --no-deps sglang==0.5.23
+endif
+	$(PIP) install pybind11 ninja pytest matplotlib
+	$(PIP) install --no-build-isolation --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv, install SGLang + deps, build the C++/CUDA ops (CUDA when nvcc is found)
+
+build: $(STAMP)  ## rebuild the ops in place after editing csrc/ (SGLANG_MTP_CUDA=0 skips CUDA)
+	$(PY) setup.py -q build_ext --inplace
+
+test: $(STAMP)  ## run the whole test suite (fails when pytest collects nothing)
+	$(PY) -m pytest tests -q -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
+
+bench-kernels: $(STAMP)  ## fused-kernel benchmark (CPU here, CUDA on a GPU box) -> bench/results/
+	$(PY) bench/bench_kernels.py
+
+bench: bench-kernels  ## all benchmarks available on this machine
+
+gpu-check:  ## on a GPU box without network: rebuild, run CUDA tests + kernel bench (bench/gpu_check.sh)
+	bash bench/gpu_check.sh
+
+clean:  ## remove build outputs (keeps .venv)
+	rm -rf build *.egg-info sglang_mtp/_C*.so

@@ -1,0 +1,156 @@
+"""Kernel benchmark: fused ops vs the unfused PyTorch composition, in the same run.
+
+Usage: python bench/bench_kernels.py [--device cpu|cuda] [--out bench/results] [--quick]
+Checks correctness first, then times (warm-up, repeats, median; CUDA events on a GPU), and
+prints a markdown table with bytes moved, achieved GB/s, the share of the copy bandwidth
+measured on the same device, and the speed-up over the unfused baseline. Writes JSON too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from sglang_mtp import ops
+from sglang_mtp.reference import kv_commit_ref
+
+
+def unfused_scan(logits, start, lens, tau, stops, suppress, k):
+    """What one would write without the fused op (uniform blocks of k rows)."""
+    x = logits.float().clone()  # .float() alone would alias a float32 input
+    x[:, suppress] = float("-inf")
+    probs = torch.softmax(x, dim=-1)
+    conf, tok = probs.max(dim=-1)
+    ok = (conf.view(-1, k) >= tau[:, None]).int().cumprod(dim=1).sum(dim=1).clamp(min=1)
+    is_stop = torch.isin(tok.view(-1, k), stops)
+    first_stop = torch.where(is_stop.any(1), is_stop.int().argmax(1) + 1, torch.full_like(ok, k))
+    return tok, conf, torch.minimum(ok, first_stop).int()
+
+
+def timed(fn, device, min_time=0.3, max_reps=200):
+    for _ in range(5):
+        fn()
+    times = []
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    t_end = time.perf_counter() + min_time
+    while len(times) < 10 or (time.perf_counter() < t_end and len(times) < max_reps):
+        if device == "cuda":
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b) * 1e-3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def copy_bandwidth(device, nbytes=1 << 28):
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).normal_()
+    dst = torch.empty_like(src)
+    t = timed(lambda: dst.copy_(src), device)
+    return 2 * nbytes / t / 1e9  # read + write
+
+
+def bench_scan(device, B, k, V, dtype, peak):
+    R = B * k
+    gen = torch.Generator().manual_seed(B * k + V)
+    logits = (torch.randn(R, V, generator=gen) * 3).to(dtype).to(device)
+    start = torch.arange(0, R, k, dtype=torch.int32, device=device)
+    lens = torch.full((B,), k, dtype=torch.int32, device=device)
+    tau = torch.full((B,), 0.5, device=device)
+    stops = torch.tensor([2, 7], device=device)
+    fused = lambda: ops.confidence_scan(logits, start, lens, tau, stops, 11)  # noqa: E731
+    base = lambda: unfused_scan(logits, start, lens, tau, stops, 11, k)  # noqa: E731
+    f, u = fused(), base()
+    assert torch.equal(f[0], u[0]) and torch.equal(f[2], u[2]), "fused and unfused disagree"
+    torch.testing.assert_close(f[1], u[1], rtol=1e-4, atol=1e-6)
+    t_f, t_u = timed(fused, device), timed(base, device)
+    nbytes = logits.numel() * logits.element_size() + R * 12
+    gbs = nbytes / t_f / 1e9
+    return dict(op="confidence_scan", B=B, k=k, V=V, dtype=str(dtype).replace("torch.", ""), fused_us=t_f * 1e6,
+                unfused_us=t_u * 1e6, speedup=t_u / t_f, bytes=nbytes, GBps=gbs, pct_copy_bw=100 * gbs / peak)
+
+
+def bench_commit(device, B, W, peak):
+    P, C = max(B, 64) * 2, 4096
+    table = torch.randint(0, 1 << 20, (P, C), dtype=torch.int32, device=device)
+    pool = torch.randperm(P, device=device)[:B]
+    lens = torch.randint(0, C - W, (B,), device=device)
+    loc = torch.randperm(1 << 20, device=device)[: B * W].view(B, W)
+    keep = torch.randint(0, W + 1, (B,), dtype=torch.int32, device=device)
+    ref_table = table.cpu().clone()
+    ref = kv_commit_ref(ref_table, pool.cpu(), lens.cpu(), loc.cpu(), keep.cpu())
+    out = ops.kv_commit(table, pool, lens, loc, keep)
+    assert torch.equal(table.cpu(), ref_table) and all(torch.equal(a.cpu(), b) for a, b in zip(out, ref))
+    cols = torch.arange(W, device=device)
+
+    def unfused():  # index_put + boolean compaction, the natural torch spelling
+        kept = cols[None, :] < keep[:, None]
+        rows = pool[:, None].expand(B, W)[kept]
+        table[rows, (lens[:, None] + cols[None, :])[kept]] = loc[kept].int()
+        rel = loc[~kept]
+        out = torch.full((B * W,), -1, dtype=torch.int64, device=device)
+        out[: rel.numel()] = rel
+        return lens + keep, out, torch.tensor(rel.numel(), device=device)
+
+    t_f = timed(lambda: ops.kv_commit(table, pool, lens, loc, keep), device)
+    t_u = timed(unfused, device)
+    nbytes = B * W * (8 + 4 + 8) + B * 28
+    return dict(op="kv_commit", B=B, W=W, fused_us=t_f * 1e6, unfused_us=t_u * 1e6, speedup=t_u / t_f,
+                bytes=nbytes, GBps=nbytes / t_f / 1e9, pct_copy_bw=100 * nbytes / t_f / 1e9 / peak)
+
+
+def hardware(device):
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
+                 platform.processor())
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
+
+
+def table(rows, hw, peak):
+    out = [f"Hardware: {hw}; measured copy bandwidth {peak:.1f} GB/s", "",
+           "| op | B | k/W | V | dtype | fused us | unfused us | speed-up | GB/s | % copy BW |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['op']} | {r['B']} | {r.get('k', r.get('W'))} | {r.get('V', '-')} | {r.get('dtype', 'int')} | "
+                   f"{r['fused_us']:.1f} | {r['unfused_us']:.1f} | {r['speedup']:.2f}x | {r['GBps']:.1f} | "
+                   f"{r['pct_copy_bw']:.0f}% |")
+    return "\n".join(out)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    p.add_argument("--quick", action="store_true", help="one small configuration per op (smoke run)")
+    a = p.parse_args()
+    peak = copy_bandwidth(a.device)
+    grid = [(1, 4, 32000)] if a.quick else [(B, k, V) for V in (32000, 151936) for B in (1, 4, 16) for k in (4, 16)]
+    dtypes = [torch.float32] if a.quick else [torch.float32, torch.bfloat16]
+    rows = [bench_scan(a.device, B, k, V, dt, peak) for dt in dtypes for (B, k, V) in grid]
+    rows += [bench_commit(a.device, B, W, peak) for (B, W) in ([(4, 15)] if a.quick else [(1, 15), (16, 15), (256, 31)])]
+    hw = hardware(a.device)
+    md = table(rows, hw, peak)
+    print(md)
+    os.makedirs(a.out, exist_ok=True)
+    stem = os.path.join(a.out, f"kernels-{a.device}{'-quick' if a.quick else ''}")
+    with open(stem + ".json", "w") as f:
+        json.dump(dict(hardware=hw, copy_GBps=peak, rows=rows), f, indent=1)
+    with open(stem + ".md", "w") as f:
+        f.write(md + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""sglang-mtp: multi-token-prediction decoding (Kirchenbauer et al. 2026) for SGLang.
+
+Submodules: ``ops`` (fused kernels), ``reference`` (their plain-torch definitions),
+``strategy`` (decoding strategies); see the README for the decoder, plugin and trainer.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,87 @@
+"""Plain-PyTorch definitions of the fused ops.
+
+These are the executable specification the C++ and CUDA kernels are tested against (and
+the unfused baseline the kernel benchmark times). They favour clarity over speed and build
+[R, V] intermediates freely.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def confidence_scan_ref(logits, block_start, block_len, threshold, stop_token_ids=None, suppress_token_id=-1):
+    """Reference for :func:`sglang_mtp.ops.confidence_scan` (same arguments and results).
+
+    logits: [R, V]; block_start, block_len: int32 [B]; threshold: float32 [B];
+    stop_token_ids: int64 [S] or None. Returns tokens int64 [R], confidence float32 [R],
+    accept_len int32 [B].
+    """
+    x = logits.float().clone()  # [R, V]
+    R, V = x.shape
+    x = torch.where(torch.isnan(x), torch.full_like(x, float("-inf")), x)
+    if 0 <= suppress_token_id < V:
+        x[:, suppress_token_id] = float("-inf")
+    tokens, confidence = _top1(x, suppress_token_id)
+    accept = _accept_lengths(tokens, confidence, block_start, block_len, threshold, stop_token_ids)
+    return tokens, confidence, accept
+
+
+def _top1(x, suppress_token_id):
+    # x: [R, V] float32 without NaN; the suppressed column already holds -inf.
+    R, V = x.shape
+    tokens = torch.argmax(x, dim=1)  # torch.argmax returns the first maximal index
+    m = x.max(dim=1).values
+    posinf = torch.isposinf(x)
+    n_inf = posinf.sum(dim=1)
+    finite_m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    denom = torch.exp(x - finite_m[:, None]).sum(dim=1)
+    confidence = torch.exp(m - finite_m) / denom
+    # +inf rows: every +inf entry shares the mass equally; the first one is the argmax.
+    confidence = torch.where(n_inf > 0, 1.0 / n_inf.clamp(min=1).float(), confidence)
+    # Rows with no finite maximum (all -inf): the lowest index that may be predicted, p = 0.
+    dead = torch.isneginf(m)
+    fallback = 1 if (suppress_token_id == 0 and V > 1) else 0
+    tokens = torch.where(dead, torch.full_like(tokens, fallback), tokens)
+    confidence = torch.where(dead, torch.zeros_like(confidence), confidence)
+    return tokens.long(), confidence.float()
+
+
+def _accept_lengths(tokens, confidence, block_start, block_len, threshold, stop_token_ids):
+    B = block_start.numel()
+    accept = torch.zeros(B, dtype=torch.int32, device=tokens.device)
+    stops = set() if stop_token_ids is None else set(stop_token_ids.tolist())
+    for b in range(B):
+        start, n, tau = int(block_start[b]), int(block_len[b]), float(threshold[b])
+        run = 0
+        while run < n and float(confidence[start + run]) >= tau:
+            run += 1
+        a = min(max(1, run), n)
+        for j in range(a):
+            if int(tokens[start + j]) in stops:
+                a = j + 1
+                break
+        accept[b] = a
+    return accept
+
+
+def kv_commit_ref(req_to_token, req_pool_indices, seq_lens, cache_loc, keep):
+    """Reference for :func:`sglang_mtp.ops.kv_commit` (modifies ``req_to_token`` in place).
+
+    req_to_token: int32 [P, C]; req_pool_indices, seq_lens: int64 [B]; cache_loc: int64 [B, W];
+    keep: int32 [B]. Returns new_seq_lens int64 [B], released int64 [B*W] (-1 padded),
+    num_released int64 0-d.
+    """
+    B, W = cache_loc.shape
+    released = []
+    for b in range(B):
+        row, start, k = int(req_pool_indices[b]), int(seq_lens[b]), int(keep[b])
+        for j in range(W):
+            if j < k:
+                req_to_token[row, start + j] = int(cache_loc[b, j])
+            else:
+                released.append(int(cache_loc[b, j]))
+    out = torch.full((B * W,), -1, dtype=torch.int64, device=cache_loc.device)
+    out[: len(released)] = torch.tensor(released, dtype=torch.int64)
+    new_seq_lens = seq_lens + keep.to(torch.int64)
+    return new_seq_lens, out, torch.tensor(len(released), dtype=torch.int64, device=cache_loc.device)
