@@ -5,3 +5,10 @@ Submodules: ``ops`` (fused kernels), ``reference`` (their plain-torch definition
 """
 
 __version__ = "0.1.0"
+
+
+def generate(*args, **kwargs):
+    """The reference MTP decoder; see :func:`sglang_mtp.decode.generate`."""
+    from .decode import generate as _generate
+
+    return _generate(*args, **kwargs)
