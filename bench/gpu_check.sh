@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# One-call GPU check (no network needed): rebuild the extension with CUDA, smoke-test the
+# CUDA ops (incl. CUDA-graph capture), run the op tests and the kernel benchmark.
+# Every step runs even if an earlier one failed; exit codes are recorded in the summary.
+# Output: $OUT/gpu_check_<stamp>.log if OUT is set, else bench/results/gpu_check_<stamp>.log
+# The benchmark writes its markdown/JSON into the same folder.
+# Env overrides: PYTHON, CUDA_HOME, TORCH_CUDA_ARCH_LIST, MAX_JOBS,
+#                BUILD_TIMEOUT, TEST_TIMEOUT, BENCH_TIMEOUT (seconds).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+REPO=$(pwd)
+RESULTS_DIR="${OUT:-$REPO/bench/results}"
+mkdir -p "$RESULTS_DIR" "$REPO/bench/results"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+LOG="$RESULTS_DIR/gpu_check_${STAMP}.log"
+exec > >(tee -a "$LOG") 2>&1
+set -x
+
+PY="${PYTHON:-$(command -v python || command -v python3)}"
+if [ -z "${CUDA_HOME:-}" ]; then
+  if command -v nvcc >/dev/null; then CUDA_HOME=$(dirname "$(dirname "$(command -v nvcc)")")
+  else CUDA_HOME=/usr/local/cuda; fi
+fi
+export CUDA_HOME PATH="$CUDA_HOME/bin:$PATH"
+export SGLANG_MTP_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+# Build only for the GPU that is here (faster than the full arch list).
+if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+  TORCH_CUDA_ARCH_LIST=$("$PY" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())' 2>/dev/null || echo "8.0;9.0")
+  export TORCH_CUDA_ARCH_LIST
+fi
+declare -A RC
+
+# --- environment ---------------------------------------------------------------------------
+date -u; uname -a; nvidia-smi || true; "$CUDA_HOME/bin/nvcc" --version || true
+"$PY" -c 'import sys, torch; print(sys.version); print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available()); print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'
+
+# --- build ---------------------------------------------------------------------------------
+t0=$(date +%s)
+timeout "${BUILD_TIMEOUT:-300}" "$PY" -m pip install --no-build-isolation --no-deps --no-index -v -e .
+RC[build_pip]=$?
+if [ "${RC[build_pip]}" -ne 0 ]; then  # fall back to an in-place build
+  timeout "${BUILD_TIMEOUT:-300}" "$PY" setup.py build_ext --inplace
+  RC[build_inplace]=$?
+fi
+echo "build seconds: $(( $(date +%s) - t0 ))"
+"$PY" -c 'import torch, sglang_mtp.ops
+for op in ("confidence_scan", "kv_commit"):
+    d = torch._C._dispatch_dump("sglang_mtp::" + op)
+    print(d)
+    assert "CUDA" in d, op + " has no CUDA kernel registered"'
+RC[cuda_registered]=$?
+
+# --- smoke: CUDA vs the plain-torch reference, then CUDA-graph capture + graph timing ------
+timeout 120 "$PY" - <<'PYEOF'
+import torch, sglang_mtp.ops as ops
+from sglang_mtp.reference import confidence_scan_ref, kv_commit_ref
+torch.manual_seed(0)
+dev = "cuda"
+bad = 0
+for R, V, B, k in [(16, 151936, 1, 16), (19, 111, 19, 1), (99, 500, 33, 3), (64, 32000, 4, 16)]:
+    for dt in (torch.float32, torch.bfloat16, torch.float16):
+        x = (torch.randn(R, V) * 4).to(dt)
+        x[0, 7] = x[0, 3] = x[0].max() + 1           # tie -> lowest index
+        if R > 2: x[1, 5] = float("nan"); x[2] = float("-inf")
+        start = torch.arange(B, dtype=torch.int32) * k
+        blen = torch.full((B,), k, dtype=torch.int32)
+        thr = torch.rand(B) * 0.5
+        stop = torch.tensor([3, 42], dtype=torch.int64)
+        ref = confidence_scan_ref(x, start, blen, thr, stop, 5)
+        got = ops.confidence_scan(x.to(dev), start.to(dev), blen.to(dev), thr.to(dev), stop.to(dev), 5)
+        ok = (torch.equal(ref[0], got[0].cpu()) and torch.equal(ref[2], got[2].cpu())
+              and torch.allclose(ref[1], got[1].cpu(), rtol=1e-3, atol=1e-5))
+        bad += not ok
+        print(f"confidence_scan R={R} V={V} {dt}: {'OK' if ok else 'MISMATCH'}")
+P, C, B, W = 40, 64, 19, 5
+rtt = torch.randint(0, 1000, (P, C), dtype=torch.int32)
+pool = torch.randperm(P)[:B].to(torch.int64); seq = torch.randint(0, C - W, (B,))
+loc = torch.randint(0, 10**6, (B, W)); keep = torch.randint(0, W + 1, (B,), dtype=torch.int32)
+rtt_ref = rtt.clone(); ref = kv_commit_ref(rtt_ref, pool, seq, loc, keep)
+rtt_d = rtt.to(dev); got = ops.kv_commit(rtt_d, pool.to(dev), seq.to(dev), loc.to(dev), keep.to(dev))
+ok = torch.equal(rtt_ref, rtt_d.cpu()) and all(torch.equal(a, b.cpu()) for a, b in zip(ref, got))
+bad += not ok
+print("kv_commit:", "OK" if ok else "MISMATCH")
+# CUDA-graph capture (no host sync allowed inside), then time graph replays: per-call
+# GPU time without the Python/dispatcher overhead that an event pair around one call sees.
+def graph_time(R, V, dt, calls):
+    x = torch.randn(R, V, device=dev).to(dt)
+    k = min(R, 16)
+    start = torch.arange(0, R, k, dtype=torch.int32, device=dev)
+    blen = torch.full_like(start, k); thr = torch.full((start.numel(),), 0.5, device=dev)
+    s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3): ops.confidence_scan(x, start, blen, thr, None, -1)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(calls): out = ops.confidence_scan(x, start, blen, thr, None, -1)
+    x.copy_(torch.randn(R, V, device=dev).to(dt))  # the replay must see the new logits
+    g.replay(); torch.cuda.synchronize()
+    ref = confidence_scan_ref(x.cpu(), start.cpu(), blen.cpu(), thr.cpu(), None, -1)
+    ok = torch.equal(out[0].cpu(), ref[0]) and torch.equal(out[2].cpu(), ref[2])
+    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(15):
+        e0.record(); g.replay(); e1.record(); torch.cuda.synchronize()
+        times.append(e0.elapsed_time(e1) / calls * 1e-3)
+    t = sorted(times)[len(times) // 2]
+    return ok, t, x.numel() * x.element_size() / t / 1e9
+src = torch.empty(1 << 26, device=dev); dst = torch.empty_like(src)
+for _ in range(3): dst.copy_(src)
+e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+e0.record()
+for _ in range(20): dst.copy_(src)
+e1.record(); torch.cuda.synchronize()
+copy_gbps = 2 * src.numel() * 4 * 20 / (e0.elapsed_time(e1) * 1e-3) / 1e9
+print(f"device-to-device copy bandwidth (read + write): {copy_gbps:.0f} GB/s")
+for R, V, dt, calls in [(16, 151936, torch.float32, 100), (16, 151936, torch.bfloat16, 100),
+                        (16, 32000, torch.float32, 100), (512, 151936, torch.float32, 10),
+                        (512, 151936, torch.bfloat16, 10), (1024, 151936, torch.bfloat16, 10)]:
+    ok, t, gbps = graph_time(R, V, dt, calls)
+    bad += not ok
+    print(f"graph-replayed confidence_scan R={R} V={V} {dt}: {'OK' if ok else 'MISMATCH'}  "
+          f"{t * 1e6:.2f} us/call  {gbps:.0f} GB/s  {100 * gbps / copy_gbps:.0f}% of copy")
+raise SystemExit(1 if bad else 0)
+PYEOF
+RC[smoke]=$?
+
+# --- tests ---------------------------------------------------------------------------------
+timeout "${TEST_TIMEOUT:-200}" "$PY" -m pytest -q -rA tests/test_confidence_scan.py tests/test_kv_commit.py
+RC[pytest]=$?
+
+# --- benchmark -----------------------------------------------------------------------------
+timeout "${BENCH_TIMEOUT:-200}" "$PY" bench/bench_kernels.py --device cuda --out "$RESULTS_DIR"
+RC[bench]=$?
+
+set +x
+echo "=== gpu_check summary ($(date -u)) ==="
+status=0
+for step in "${!RC[@]}"; do
+  echo "$step: exit ${RC[$step]}"
+  case "$step" in build_pip) ;; *) [ "${RC[$step]}" -ne 0 ] && status=1 ;; esac
+done
+if [ "${RC[build_pip]}" -ne 0 ] && [ "${RC[build_inplace]:-1}" -ne 0 ]; then status=1; fi
+echo "log: $LOG"
+exit $status
