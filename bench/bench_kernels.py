@@ -140,7 +140,9 @@ def hardware(device):
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})"
     model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
                  platform.processor())
-    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
+    load = os.getloadavg()[0]
+    return (f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+            f"load average {load:.1f} at start (torch {torch.__version__})")
 
 
 def table(rows, hw, peak):
@@ -159,7 +161,10 @@ def main():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     p.add_argument("--quick", action="store_true", help="one small configuration per op (smoke run)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads for both sides (0 = torch default)")
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     peak = copy_bandwidth(a.device)
     grid = [(1, 4, 32000)] if a.quick else [(B, k, V) for V in (32000, 151936) for B in (1, 4, 16) for k in (4, 16)]
     if a.device == "cuda" and not a.quick:  # R * V >= 2^26: the bandwidth-bound regime
