@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # elsewhere its pure-Python subset, which runs a real Engine on the CPU (requirements/sglang-cpu.txt).
 GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
-.PHONY: help install build test test-fast bench bench-kernels gpu-check demo toy clean
+.PHONY: help install build test bench bench-kernels bench-serve bench-step-cost gpu-check demo toy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,7 +37,24 @@ test: $(STAMP)  ## run the whole test suite (fails when pytest collects nothing)
 bench-kernels: $(STAMP)  ## fused-kernel benchmark (CPU here, CUDA on a GPU box) -> bench/results/
 	$(PY) bench/bench_kernels.py
 
-bench: bench-kernels  ## all benchmarks available on this machine
+MODEL ?=
+MODES ?=
+CONCURRENCY ?=
+PROMPTS ?=
+DRAFT_MODEL ?=
+BENCH_ARGS ?=
+SERVE_FLAGS = $(if $(GPU),,--cpu-smoke) $(if $(MODEL),--model $(MODEL)) $(if $(MODES),--modes $(MODES)) \
+	$(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) $(if $(PROMPTS),--prompts $(PROMPTS)) \
+	$(if $(DRAFT_MODEL),--draft-model $(DRAFT_MODEL)) $(BENCH_ARGS)
+
+bench: bench-kernels bench-step-cost bench-serve  ## all benchmarks (GPU box: MODEL=/path/to/mtp-checkpoint)
+
+bench-serve: $(STAMP)  ## serving benchmark, one SGLang server per mode (MODEL=, MODES=, CONCURRENCY=, PROMPTS=, DRAFT_MODEL=)
+	@test -n "$(MODEL)" -o -z "$(GPU)" || { echo "make bench-serve: pass MODEL=/path/to/mtp-checkpoint" >&2; exit 2; }
+	$(PY) bench/serve.py $(SERVE_FLAGS)
+
+bench-step-cost: $(STAMP)  ## forward cost of W=2k-1 vs 1 query tokens (GPU: Llama-3.1-8B/Qwen3-4B shapes; CPU: --smoke)
+	$(PY) bench/step_cost.py $(if $(GPU),,--smoke)
 
 gpu-check:  ## on a GPU box without network: rebuild, run CUDA tests + kernel bench (bench/gpu_check.sh)
 	bash bench/gpu_check.sh

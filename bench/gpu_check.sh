@@ -5,7 +5,7 @@
 # Output: $OUT/gpu_check_<stamp>.log if OUT is set, else bench/results/gpu_check_<stamp>.log
 # The benchmark writes its markdown/JSON into the same folder.
 # Env overrides: PYTHON, CUDA_HOME, TORCH_CUDA_ARCH_LIST, MAX_JOBS,
-#                BUILD_TIMEOUT, TEST_TIMEOUT, BENCH_TIMEOUT (seconds).
+#                BUILD_TIMEOUT, TEST_TIMEOUT, BENCH_TIMEOUT, STEP_COST_TIMEOUT (seconds).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 REPO=$(pwd)
@@ -133,6 +133,10 @@ RC[pytest]=$?
 # --- benchmark -----------------------------------------------------------------------------
 timeout "${BENCH_TIMEOUT:-200}" "$PY" bench/bench_kernels.py --device cuda --out "$RESULTS_DIR"
 RC[bench]=$?
+
+# --- step cost: forward width 1 vs 2k-1 on real model shapes (random weights, PyTorch only) --
+timeout "${STEP_COST_TIMEOUT:-300}" "$PY" bench/step_cost.py --out "$RESULTS_DIR"
+RC[step_cost]=$?
 
 set +x
 echo "=== gpu_check summary ($(date -u)) ==="
