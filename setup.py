@@ -78,5 +78,9 @@ setup(
     extras_require={"sglang": ["sglang==0.5.23"], "test": ["pytest"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension},
-    entry_points={"console_scripts": ["sglang-mtp = sglang_mtp.cli:main"]},
+    entry_points={
+        "console_scripts": ["sglang-mtp = sglang_mtp.cli:main"],
+        # SGLang runs this in each of its processes: it adds --decode-mode mtp (a no-op otherwise).
+        "sglang.srt.plugins": ["mtp = sglang_mtp.sglang_plugin:register"],
+    },
 )

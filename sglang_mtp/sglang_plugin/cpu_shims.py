@@ -1,0 +1,102 @@
+"""Compatibility hooks that let a stock SGLang 0.5.23 Engine run the MTP worker on a CPU.
+
+Applied only when no CUDA device is present (the CI machines), except the torch_native
+TARGET_VERIFY fix, which is applied wherever that attention backend is used. Each hook
+says why it exists. None of them changes results: they replace Triton/CUDA-only helpers
+with plain-torch equivalents or skip a GPU-only warm-up.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import torch
+from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+TARGETS = {
+    "kv_copy": "sglang.srt.mem_cache.memory_pool.MHATokenToKVPool._init_kv_copy_and_warmup",
+    "assign": "sglang.srt.mem_cache.allocation.assign_req_to_token_pool_func",
+    "verify_attn": "sglang.srt.layers.attention.torch_native_backend.TorchNativeAttnBackend.forward_extend",
+}
+
+
+def on_cpu() -> bool:
+    return not torch.cuda.is_available()
+
+
+def register() -> list:
+    """Register the hooks for this machine; returns the hook targets to verify later."""
+    targets = [TARGETS["verify_attn"]]
+    HookRegistry.register(TARGETS["verify_attn"], _verify_attention_around, HookType.AROUND)
+    if not on_cpu():
+        return targets
+    _stub_vllm_custom_ops()
+    HookRegistry.register(TARGETS["kv_copy"], _skip_kv_copy_warmup, HookType.REPLACE)
+    HookRegistry.register(TARGETS["assign"], _assign_req_to_token_pool_torch, HookType.REPLACE)
+    return targets + [TARGETS["kv_copy"], TARGETS["assign"]]
+
+
+def _stub_vllm_custom_ops() -> None:
+    # Why: on a non-CUDA device RotaryEmbedding.__init__ imports
+    # `vllm._custom_ops.rotary_embedding` as a fallback kernel that the CPU path never calls
+    # (the native rope runs instead); without vllm installed the import kills model loading.
+    if "vllm._custom_ops" in sys.modules:
+        return
+    try:
+        import vllm._custom_ops  # noqa: F401  (a real vllm wins)
+        return
+    except ImportError:
+        pass
+
+    def rotary_embedding(*args, **kwargs):
+        raise RuntimeError("sglang-mtp CPU shim: vllm rotary_embedding stub must not be called")
+
+    pkg = sys.modules.get("vllm") or types.ModuleType("vllm")
+    ops = types.ModuleType("vllm._custom_ops")
+    ops.rotary_embedding = rotary_embedding
+    pkg._custom_ops = ops
+    sys.modules.setdefault("vllm", pkg)
+    sys.modules["vllm._custom_ops"] = ops
+
+
+def _skip_kv_copy_warmup(self):
+    # Why: with any speculative algorithm the KV pool warms up a Triton KV-copy kernel,
+    # which fails without a GPU driver ("0 active drivers"). MTP never moves KV slots
+    # (kept tokens are written in place), so the copy config is not needed.
+    self._kv_copy_config = None
+
+
+def _assign_req_to_token_pool_torch(req_pool_indices, req_to_token, start_offset, end_offset,
+                                    out_cache_loc, batch_size):
+    # Why: the scheduler reserves decode slots for every speculative algorithm through this
+    # Triton kernel (no driver on CPU); the CPU kernel it would use instead needs a CPU
+    # build of sgl_kernel that PyPI does not ship. Same semantics in plain torch:
+    # req_to_token[req_pool_indices[i], start[i]:end[i]] = the next out_cache_loc slots.
+    starts, ends = start_offset.tolist(), end_offset.tolist()
+    rows = req_pool_indices.tolist()
+    offset = 0
+    for row, s, e in zip(rows[:batch_size], starts, ends):
+        n = e - s
+        req_to_token[row, s:e] = out_cache_loc[offset:offset + n].to(req_to_token.dtype)
+        offset += n
+
+
+def _verify_attention_around(original, self, q, k, v, layer, forward_batch, save_kv_cache=True):
+    # Why: torch_native's extend path needs extend_prefix_lens / extend_seq_lens and the
+    # total length, which SGLang only fills for prefill batches; a TARGET_VERIFY batch
+    # carries seq_lens = committed KV and W query tokens per request. Fill them for the
+    # duration of the call (causal attention over committed KV + the W queries is exactly
+    # what MTP needs; torch_native ignores custom masks).
+    fb = forward_batch
+    if not fb.forward_mode.is_target_verify():
+        return original(self, q, k, v, layer, fb, save_kv_cache)
+    width = fb.spec_info.num_tokens_per_req
+    saved = (fb.seq_lens, fb.extend_prefix_lens, fb.extend_seq_lens)
+    fb.extend_prefix_lens = fb.seq_lens
+    fb.extend_seq_lens = torch.full_like(fb.seq_lens, width)
+    fb.seq_lens = fb.seq_lens + width
+    try:
+        return original(self, q, k, v, layer, fb, save_kv_cache)
+    finally:
+        fb.seq_lens, fb.extend_prefix_lens, fb.extend_seq_lens = saved

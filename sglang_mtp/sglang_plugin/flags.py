@@ -1,0 +1,158 @@
+"""Server flags for MTP decoding and their translation into SGLang's own settings.
+
+SGLang has no official way to add server arguments. The plugin adds its flags with an AFTER
+hook on ``ServerArgs.add_cli_args`` and translates them in an AFTER hook on
+``ServerArgs.from_cli_args``: ``--decode-mode mtp`` becomes
+``speculative_algorithm="MTP"`` and the MTP settings travel to every SGLang process in the
+``SGLANG_MTP_CONFIG`` environment variable (JSON; child processes inherit it).
+
+``sglang.Engine(**kwargs)`` rejects unknown keyword arguments, so Python users go through
+:func:`engine` (or set ``speculative_algorithm="MTP"`` and ``SGLANG_MTP_CONFIG`` themselves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from sglang_mtp.strategy import MAX_K, Strategy
+
+ALGORITHM = "MTP"
+ENV_CONFIG = "SGLANG_MTP_CONFIG"
+STRATEGIES = ("conf_adapt", "static", "verify")
+
+
+@dataclass(frozen=True)
+class MTPConfig:
+    """Server-wide MTP settings (per-request ``custom_params`` may override them)."""
+
+    strategy: str = "conf_adapt"
+    threshold: float = 0.9
+    k_max: int = 8
+    mask_token_id: Optional[int] = None
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"--mtp-strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if isinstance(self.k_max, bool) or not isinstance(self.k_max, int) or not 1 <= self.k_max <= MAX_K:
+            raise ValueError(f"--mtp-k-max must be an integer in [1, {MAX_K}], got {self.k_max!r}")
+        t = self.threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0:
+            raise ValueError(f"--mtp-threshold must be a number in [0, 1], got {t!r}")
+        m = self.mask_token_id
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 0):
+            raise ValueError(f"--mtp-mask-token-id must be a non-negative integer, got {m!r}")
+
+    @property
+    def width(self) -> int:
+        """Query width of every decode forward: a_prev accepted tokens + masks."""
+        return 2 * self.k_max - 1
+
+    def strategy_obj(self) -> Strategy:
+        """The server default as a :class:`Strategy` (k_max 1 is plain decoding)."""
+        if self.k_max == 1:
+            return Strategy.ntp()
+        if self.strategy == "static":
+            return Strategy.static(self.k_max)
+        if self.strategy == "verify":
+            return Strategy.verify(self.k_max)
+        return Strategy.conf_adapt(float(self.threshold), self.k_max)
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @staticmethod
+    def from_env() -> "MTPConfig":
+        """The settings published by the launcher, or the defaults."""
+        raw = os.environ.get(ENV_CONFIG)
+        if not raw:
+            return MTPConfig()
+        try:
+            return MTPConfig(**json.loads(raw))
+        except (TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"bad {ENV_CONFIG}={raw!r}: {e}") from None
+
+
+def add_cli_args(result, parser: argparse.ArgumentParser):
+    """AFTER hook on ``ServerArgs.add_cli_args``: the MTP flags (shown by ``--help``)."""
+    if any("--decode-mode" in a.option_strings for a in parser._actions):
+        return result  # idempotent when several plugin copies load
+    d = MTPConfig()
+    group = parser.add_argument_group("MTP decoding (sglang-mtp plugin)")
+    group.add_argument("--decode-mode", choices=("ntp", "mtp"), default="ntp",
+                       help="ntp: SGLang's own decoding (unchanged). mtp: multi-token prediction "
+                            "with the checkpoint's <MTP> mask token. Default: ntp.")
+    group.add_argument("--mtp-strategy", choices=STRATEGIES, default=d.strategy,
+                       help="conf_adapt: accept the longest run of predictions with top-1 "
+                            "probability >= --mtp-threshold; static: accept all k_max; verify: "
+                            "lossless (output equals greedy decoding). Default: %(default)s.")
+    group.add_argument("--mtp-threshold", type=float, default=d.threshold,
+                       help="ConfAdapt threshold tau in [0, 1]. Default: %(default)s.")
+    group.add_argument("--mtp-k-max", type=int, default=d.k_max,
+                       help="Largest block (tokens per forward pass); the decode forward is "
+                            "2*k_max-1 tokens wide per request. 1 = plain decoding. "
+                            "Default: %(default)s.")
+    group.add_argument("--mtp-mask-token-id", type=int, default=None,
+                       help="Id of the <MTP> mask token. Default: the checkpoint's "
+                            "config.mtp_mask_token_id (or the tokenizer's <MTP> token).")
+    return result
+
+
+def from_cli_args(result, cls, args: argparse.Namespace):
+    """AFTER hook on ``ServerArgs.from_cli_args``: translate ``--decode-mode mtp``."""
+    if getattr(args, "decode_mode", "ntp") != "mtp":
+        return result
+    cfg = MTPConfig(strategy=args.mtp_strategy, threshold=args.mtp_threshold,
+                    k_max=args.mtp_k_max, mask_token_id=args.mtp_mask_token_id)
+    if result.speculative_algorithm not in (None, ALGORITHM):
+        raise ValueError(f"--decode-mode mtp cannot be combined with "
+                         f"--speculative-algorithm {result.speculative_algorithm}")
+    result.speculative_algorithm = ALGORITHM
+    os.environ[ENV_CONFIG] = cfg.to_env()
+    return result
+
+
+def engine(model_path: str, *, strategy: str = "conf_adapt", threshold: float = 0.9, k_max: int = 8,
+           mask_token_id: Optional[int] = None, **engine_kwargs):
+    """An ``sglang.Engine`` decoding with MTP (the Python twin of ``--decode-mode mtp``).
+
+    ``engine_kwargs`` go to ``sglang.Engine`` unchanged (device, dtype, attention backend...).
+    """
+    import sglang
+
+    cfg = MTPConfig(strategy=strategy, threshold=threshold, k_max=k_max, mask_token_id=mask_token_id)
+    os.environ[ENV_CONFIG] = cfg.to_env()
+    return sglang.Engine(model_path=model_path, speculative_algorithm=ALGORITHM, **engine_kwargs)
+
+
+MASK_TOKEN = "<MTP>"
+
+
+def resolve_mask_token_id(hf_config, tokenizer_path: Optional[str], explicit: Optional[int]) -> int:
+    """The ``<MTP>`` id: ``explicit``, else ``config.mtp_mask_token_id``, else the tokenizer's.
+
+    Raises a ValueError naming the checkpoint and the flag when there is none.
+    """
+    if explicit is not None:
+        return int(explicit)
+    found = getattr(hf_config, "mtp_mask_token_id", None)
+    if found is not None:
+        return int(found)
+    if tokenizer_path:
+        try:
+            from transformers import AutoTokenizer
+
+            vocab = AutoTokenizer.from_pretrained(tokenizer_path, trust_remote_code=True).get_vocab()
+            if MASK_TOKEN in vocab:
+                return int(vocab[MASK_TOKEN])
+        except (OSError, ValueError):
+            pass
+    name = getattr(hf_config, "_name_or_path", None) or tokenizer_path
+    raise ValueError(
+        f"--decode-mode mtp: checkpoint {name!r} has no {MASK_TOKEN} mask token "
+        "(no config.mtp_mask_token_id and no <MTP> in its tokenizer). Convert it with "
+        "`sglang-mtp convert SRC DST` (sglang_mtp.convert) or pass --mtp-mask-token-id."
+    )

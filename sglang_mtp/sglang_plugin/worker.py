@@ -1,0 +1,167 @@
+"""The MTP decoding worker: SGLang's speculative-worker contract around :mod:`sglang_mtp.step`.
+
+SGLang hands every batch to ``forward_batch_generation``:
+
+- prefill (EXTEND): the target's ordinary forward; the first token t1 is the argmax of the
+  last prompt row with the ``<MTP>`` id suppressed (fallback requests keep SGLang's sample).
+- decode: ONE forward of a fixed width W = 2*k_max-1 per request
+  (``ForwardMode.TARGET_VERIFY``): the request's pending tokens followed by masks, so every
+  request shares the forward whatever its k or tau. A request's first decode step re-feeds
+  the last prompt token (see :mod:`.step_adapter`) so that its block is exactly the
+  reference decoder's first pass (prompt + k-1 masks).
+
+KV: SGLang has already reserved the slots after each request's committed KV in
+``req_to_token`` (2*W per request); the forward writes its W tokens there, so committing the
+``keep`` real tokens is ``new_seq_lens = seq_lens + keep`` and nothing moves. ``ops.kv_commit``
+is not needed here: its table write would rewrite the same slots, and its per-step release
+would double-free slots SGLang still counts as allocated (SGLang frees the uncommitted tail
+with the request). :mod:`.commit` keeps SGLang's committed length equal to the real KV.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import torch
+from sglang.srt.layers.logits_processor import LogitsProcessorOutput
+from sglang.srt.layers.logprob_processor import compute_spec_logprobs
+from sglang.srt.managers.utils import GenerationBatchResult
+from sglang.srt.model_executor.forward_batch_info import ForwardMode
+from sglang.srt.speculative.base_spec_worker import BaseSpecWorker
+
+from sglang_mtp import ops
+
+from . import step_adapter
+from .flags import MTPConfig, resolve_mask_token_id
+from .params import request_strategy
+from .spec_input import MTPRelay, MTPVerifyInput
+from .state import MTPState
+
+logger = logging.getLogger(__name__)
+
+
+class MTPWorker(BaseSpecWorker):
+    """Speculative worker without a draft model: the target predicts its own blocks."""
+
+    def __init__(self, server_args, gpu_id, nccl_port, target_worker):
+        super().__init__()
+        self.server_args = server_args
+        self._target_worker = target_worker
+        self._draft_worker = None
+        self.model_runner = target_worker.model_runner
+        self.device = self.model_runner.device
+        self.config = MTPConfig.from_env()
+        self.width = self.config.width
+        self.speculative_num_draft_tokens = self.width
+        self.default_strategy = self.config.strategy_obj()
+        self.mask_id = resolve_mask_token_id(
+            self.model_runner.model_config.hf_config,
+            server_args.tokenizer_path or server_args.model_path,
+            self.config.mask_token_id,
+        )
+        self.max_position = self.model_runner.model_config.context_len
+        self.state = None
+        logger.info("MTP worker: %s, width %d, mask id %d", self.default_strategy, self.width, self.mask_id)
+
+    @property
+    def draft_worker(self):
+        return None
+
+    def alloc_memory_pool(self, memory_pool_config=None, req_to_token_pool=None, token_to_kv_pool_allocator=None):
+        self.req_to_token_pool, self.token_to_kv_pool_allocator = self._target_worker.get_memory_pool()
+        pool_size = self.req_to_token_pool.req_to_token.shape[0]
+        self.state = MTPState(pool_size, self.width, self.device)
+
+    def forward_batch_generation(self, batch, on_publish=None, pp_proxy_tensors=None, **kwargs):
+        if batch.forward_mode.is_decode():
+            return self._decode(batch, on_publish)
+        return self._prefill(batch, on_publish)
+
+    # -- prefill ---------------------------------------------------------------------------
+    def _prefill(self, batch, on_publish):
+        result = self._target_worker.forward_batch_generation(batch)
+        bs = len(batch.reqs)
+        if bs > 0 and result.logits_output is not None and result.next_token_ids is not None:
+            self._admit(batch, result)
+        new_seq_lens = batch.seq_lens.clone()
+        if on_publish is not None:
+            on_publish(new_seq_lens)
+        result.accept_lens = torch.ones_like(new_seq_lens, dtype=torch.int32)
+        result.new_seq_lens = new_seq_lens
+        result.next_draft_input = MTPRelay(bonus_tokens=result.next_token_ids, new_seq_lens=new_seq_lens)
+        result.speculative_num_draft_tokens = self.width
+        return result
+
+    def _admit(self, batch, result):
+        """Pick each request's strategy and its first token (argmax with <MTP> suppressed)."""
+        bs = len(batch.reqs)
+        strategies, sampled = zip(*(request_strategy(r, self.default_strategy) for r in batch.reqs))
+        logits = result.logits_output.next_token_logits  # [bs, V]
+        rows = torch.arange(bs, dtype=torch.int32, device=self.device)
+        tokens, _, _ = ops.confidence_scan(
+            logits.contiguous(), rows, torch.ones_like(rows),
+            torch.zeros(bs, dtype=torch.float32, device=self.device), None, self.mask_id)
+        sampled_t = torch.tensor(sampled, dtype=torch.bool).to(self.device, non_blocking=True)
+        first = torch.where(sampled_t, result.next_token_ids.to(torch.int64), tokens)
+        result.next_token_ids = first
+        ends = torch.tensor(batch.extend_lens, dtype=torch.int64).cumsum(0) - 1
+        last_prompt = batch.input_ids.to(torch.int64)[ends.to(self.device, non_blocking=True)]
+        self.state.admit(batch.req_pool_indices, [r.kv.req_pool_idx for r in batch.reqs],
+                         strategies, sampled, last_prompt, first)
+
+    # -- decode ----------------------------------------------------------------------------
+    def _decode(self, batch, on_publish):
+        rows = batch.req_pool_indices  # [B]
+        rows_host = [r.kv.req_pool_idx for r in batch.reqs]
+        # A batch of plain-decoding requests only needs one query each (no masks).
+        width = 1 if self.state.all_plain(rows_host) else self.width
+        st = self.state.gather(rows)
+        inp = step_adapter.build_inputs(st, rows, batch.seq_lens, self.req_to_token_pool.req_to_token,
+                                        self.mask_id, width, self.max_position)
+        first_host = self.state.first_mask_host(rows_host)
+        if any(first_host) and batch.seq_lens_cpu is not None:
+            # First steps attend from P-1 (see step_adapter); keep the host mirror in step.
+            batch.seq_lens_cpu = batch.seq_lens_cpu - torch.tensor(first_host, dtype=torch.int64)
+            batch.seq_lens_sum = int(batch.seq_lens_cpu.sum())
+        batch.seq_lens = inp.seq_lens
+        batch.forward_mode = ForwardMode.TARGET_VERIFY
+        batch.input_ids = inp.input_ids.reshape(-1)
+        batch.out_cache_loc = inp.out_cache_loc.reshape(-1)
+        batch.spec_info = MTPVerifyInput(inp.positions.reshape(-1), width)
+        result = self._target_worker.forward_batch_generation(batch, is_verify=True)
+        logits = result.logits_output.next_token_logits  # [B * W, V]
+
+        samples = self._sample_fallback(batch, logits, inp, width) if self.state.any_sampled(rows_host) else None
+        out, nxt = step_adapter.accept(logits, st, inp, self.mask_id, width, samples)
+        self.state.update(rows, rows_host, *nxt)
+        if batch.return_logprob:
+            compute_spec_logprobs(batch, result.logits_output, out.predict, accept_index=out.emit_rows)
+        if on_publish is not None:
+            on_publish(out.new_seq_lens)
+        batch.forward_mode = ForwardMode.DECODE
+        return GenerationBatchResult(
+            logits_output=result.logits_output,
+            next_token_ids=out.emitted.reshape(-1),  # stride W + 1, see commit.py
+            can_run_cuda_graph=result.can_run_cuda_graph,
+            accept_lens=out.emit_len,
+            new_seq_lens=out.new_seq_lens,
+            next_draft_input=MTPRelay(bonus_tokens=out.last_token, new_seq_lens=out.new_seq_lens),
+            speculative_num_draft_tokens=width,
+            speculative_output_stride=width + 1,
+            num_non_draft_tokens_per_req=0,
+        )
+
+    def _sample_fallback(self, batch, logits, inp, width):
+        """SGLang's own sampler on each request's row 0 (temperature, grammar, penalties...).
+
+        Only fallback requests use the result; they decode one token per step, from row 0.
+        """
+        B = inp.input_ids.shape[0]
+        row0 = logits.view(B, width, -1)[:, 0].clone()  # [B, V]
+        fake = SimpleNamespace(
+            sampling_info=batch.sampling_info, return_logprob=False, top_logprobs_nums=None,
+            token_ids_logprobs=None, positions=inp.positions[:, 0], forward_mode=ForwardMode.DECODE,
+            req_pool_indices=batch.req_pool_indices, ngram_embedding_info=None,
+        )
+        return self.model_runner.sample(LogitsProcessorOutput(next_token_logits=row0), fake)

@@ -1,0 +1,49 @@
+"""Lossless verify mode equals plain SGLang decoding; start-up refusals are clear.
+
+Two Engine starts: plain SGLang (no plugin mode) and ``--mtp-strategy verify`` as the server
+default with overlap scheduling off (the other module runs with overlap on).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.models import random_prompts
+from tests.sglang.harness import build_checkpoint, reference, run_engine
+
+NEW = 20
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("verify_engine")
+    model, _ = build_checkpoint(tmp / "ckpt")
+    return tmp, model
+
+
+def test_verify_equals_plain_sglang_and_reference(ckpt):
+    tmp, model = ckpt
+    prompts = random_prompts(6, seed=7, min_len=1, max_len=12)
+    greedy = {"temperature": 0, "max_new_tokens": NEW}
+    jobs = [{"op": "generate", "input_ids": prompts, "sampling_params": greedy},
+            {"op": "staggered", "input_ids": prompts[:3], "delay": 0.1, "sampling_params": [greedy] * 3}]
+    plain = run_engine(tmp, "plain", tmp / "ckpt", jobs, mtp=None)["results"]
+    verify = run_engine(tmp, "verify", tmp / "ckpt", jobs + [{"op": "flush"}, {"op": "probe"}],
+                        mtp={"strategy": "verify", "k_max": 3},
+                        engine={"disable_overlap_schedule": True})["results"]
+    ref = reference(model, prompts, ["ntp"] * len(prompts), NEW)
+    plain_ids = [o["output_ids"] for o in plain[0]["outputs"]]
+    verify_ids = [o["output_ids"] for o in verify[0]["outputs"]]
+    assert plain_ids == ref
+    assert verify_ids == plain_ids
+    assert [o["output_ids"] for o in verify[1]["outputs"]] == ref[:3]
+    assert verify[2]["flushed"]
+    probe = verify[3]
+    assert not probe["leak"] and probe["available"] == probe["total"], probe
+
+
+def test_checkpoint_without_mask_token_refused_at_startup(tmp_path):
+    build_checkpoint(tmp_path / "plain_ckpt", with_mask=False)
+    data = run_engine(tmp_path, "nomask", tmp_path / "plain_ckpt", [], mtp={"strategy": "conf_adapt"})
+    err = data.get("startup_error", "")
+    assert "mask token" in err and "--mtp-mask-token-id" in err, err

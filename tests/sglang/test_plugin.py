@@ -1,0 +1,159 @@
+"""The plugin's pieces without starting an Engine: loading, flags, per-request parameters,
+the committed-length correction, the CPU shims."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tests.sglang.harness import REPO  # noqa: F401  (skips the module without SGLang)
+
+from sglang_mtp.sglang_plugin import commit, cpu_shims, flags, params, register, spec  # noqa: E402
+from sglang_mtp.strategy import Strategy  # noqa: E402
+
+
+def _server_args(argv):
+    from sglang.srt.server_args import ServerArgs
+
+    register()
+    parser = argparse.ArgumentParser()
+    ServerArgs.add_cli_args(parser)
+    return ServerArgs.from_cli_args(parser.parse_args(["--model-path", "m", *argv]))
+
+
+def test_entry_point_is_installed():
+    eps = {ep.name: ep.value for ep in entry_points(group="sglang.srt.plugins")}
+    assert eps.get("mtp") == "sglang_mtp.sglang_plugin:register"
+
+
+def test_register_applies_every_hook():
+    from sglang.srt.plugins.hook_registry import HookRegistry
+    from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+
+    register()
+    assert spec.SETUP_ERRORS == []
+    for target in [commit.TARGET, *cpu_shims.TARGETS.values()]:
+        assert target in HookRegistry._patched, target
+    algo = SpeculativeAlgorithm.from_string("mtp")
+    assert isinstance(algo, spec.MTPSpecAlgo) and algo.supports_overlap
+
+
+def test_decode_mode_mtp_translates_to_the_algorithm(monkeypatch):
+    monkeypatch.delenv(flags.ENV_CONFIG, raising=False)
+    sa = _server_args(["--decode-mode", "mtp", "--mtp-strategy", "static", "--mtp-k-max", "3"])
+    assert sa.speculative_algorithm == "MTP"
+    cfg = flags.MTPConfig.from_env()
+    assert (cfg.strategy, cfg.k_max, cfg.width) == ("static", 3, 5)
+    assert cfg.strategy_obj() == Strategy.static(3)
+
+
+def test_default_decode_mode_leaves_sglang_unchanged(monkeypatch):
+    monkeypatch.delenv(flags.ENV_CONFIG, raising=False)
+    sa = _server_args([])
+    assert sa.speculative_algorithm is None and flags.ENV_CONFIG not in __import__("os").environ
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--mtp-threshold", "1.5"], "--mtp-threshold"),
+    (["--mtp-k-max", "0"], "--mtp-k-max"),
+    (["--mtp-mask-token-id", "-3"], "--mtp-mask-token-id"),
+])
+def test_bad_flag_values_are_rejected(argv, needle, monkeypatch):
+    monkeypatch.delenv(flags.ENV_CONFIG, raising=False)
+    with pytest.raises(ValueError, match=needle):
+        _server_args(["--decode-mode", "mtp", *argv])
+
+
+def test_bad_strategy_choice_is_an_argparse_error():
+    with pytest.raises(SystemExit):
+        _server_args(["--decode-mode", "mtp", "--mtp-strategy", "fast"])
+
+
+def test_launch_server_help_lists_the_flags():
+    out = subprocess.run([sys.executable, "-m", "sglang.launch_server", "--help"], capture_output=True,
+                         text=True, timeout=300).stdout
+    for flag in ("--decode-mode", "--mtp-strategy", "--mtp-threshold", "--mtp-k-max", "--mtp-mask-token-id"):
+        assert flag in out, flag
+
+
+DEFAULT = Strategy.conf_adapt(0.9, 4)
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, DEFAULT), (True, DEFAULT), (False, Strategy.ntp()),
+    ({"threshold": 0.5}, Strategy.conf_adapt(0.5, 4)),
+    ({"strategy": "static", "k_max": 2}, Strategy.static(2)),
+    ({"strategy": "verify"}, Strategy.verify(4)),
+    ({"k_max": 1}, Strategy.ntp()),
+])
+def test_request_mtp_settings(value, expected):
+    assert params.parse_request_mtp(value, DEFAULT, 4) == expected
+
+
+@pytest.mark.parametrize("value, needle", [
+    ({"threshold": -0.1}, "threshold"), ({"k_max": 5}, "k_max"), ({"k_max": 2.0}, "k_max"),
+    ({"strategy": "beam"}, "strategy"), ({"tau": 0.9}, "unknown field"), ("0.9", "must be a dict"),
+])
+def test_bad_request_mtp_settings(value, needle):
+    with pytest.raises(ValueError, match=needle):
+        params.parse_request_mtp(value, DEFAULT, 4)
+
+
+def _sp(**kw):
+    base = dict(top_k=1, json_schema=None, regex=None, ebnf=None, structural_tag=None, frequency_penalty=0.0,
+                presence_penalty=0.0, repetition_penalty=1.0, min_new_tokens=0, logit_bias=None)
+    return SimpleNamespace(**{**base, **kw})
+
+
+@pytest.mark.parametrize("kw, fallback", [
+    ({}, False), ({"top_k": 50}, True), ({"regex": "a+"}, True), ({"repetition_penalty": 1.1}, True),
+    ({"min_new_tokens": 3}, True), ({"logit_bias": {"5": 1.0}}, True),
+])
+def test_sampler_fallback_rule(kw, fallback):
+    assert params.needs_sampler(_sp(**kw)) is fallback
+
+
+def _req(committed, finished=False):
+    return SimpleNamespace(kv=SimpleNamespace(kv_committed_len=committed), is_retracted=False,
+                           finished=lambda: finished)
+
+
+def test_commit_hook_makes_committed_length_count_real_kv_only():
+    # Stride W+1 = 4: three emitted-token columns, then `keep`. SGLang already added the
+    # emitted counts (3, 1, 2); the hook replaces them with keep (0, 1, 2).
+    reqs = [_req(13), _req(21), _req(30, finished=True)]
+    ids = torch.tensor([[5, 6, 7, 0], [9, 0, 0, 1], [4, 4, 0, 2]]).reshape(-1)
+    result = SimpleNamespace(speculative_num_draft_tokens=3, speculative_output_stride=4, next_token_ids=ids)
+    batch = SimpleNamespace(spec_algorithm=SimpleNamespace(name="MTP"), reqs=reqs)
+    commit.correct_committed_lengths([[5, 6, 7], [9], [4, 4]], None, result, batch)
+    assert [r.kv.kv_committed_len for r in reqs] == [10, 21, 30]
+
+
+def test_assign_shim_matches_the_kernel_contract():
+    req_to_token = torch.zeros(3, 10, dtype=torch.int32)
+    cpu_shims._assign_req_to_token_pool_torch(
+        torch.tensor([2, 0]), req_to_token, torch.tensor([1, 4]), torch.tensor([3, 7]),
+        torch.tensor([11, 12, 13, 14, 15]), 2)
+    assert req_to_token[2, 1:3].tolist() == [11, 12] and req_to_token[0, 4:7].tolist() == [13, 14, 15]
+    assert int(req_to_token.count_nonzero()) == 5
+
+
+def test_engine_helper_validates_before_starting():
+    with pytest.raises(ValueError, match="--mtp-k-max"):
+        flags.engine("unused", k_max=0)
+    assert json.loads(flags.MTPConfig(k_max=2).to_env())["k_max"] == 2
+
+
+def test_failed_setup_fails_loudly_at_startup(monkeypatch):
+    # SGLang only logs plugin exceptions; the algorithm refuses to start instead.
+    monkeypatch.setattr(spec, "SETUP_ERRORS", ["hook target(s) missing in this SGLang: ['x.y']"])
+    algo = spec.MTPSpecAlgo("MTP", lambda sa: None)
+    with pytest.raises(RuntimeError, match="could not be applied.*x.y"):
+        algo.handle_server_args(SimpleNamespace(speculative_num_draft_tokens=None))
