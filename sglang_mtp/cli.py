@@ -21,6 +21,8 @@ COMMANDS = {
     "generate": ("sglang_mtp.cli_generate:generate_main",
                  "decode prompts with ntp / static / conf_adapt / verify (reference decoder)"),
     "train": ("sglang_mtp.train:train_main", "MTP self-distillation of a converted checkpoint"),
+    "toy": ("sglang_mtp.toy:toy_main", "the CPU toy: train a tiny teacher, MTP-adapt it, evaluate (cached)"),
+    "demo": ("sglang_mtp.demo:demo_main", "decode the toy MTP model: reference decoder vs ntp, then a CPU SGLang Engine"),
 }
 
 
