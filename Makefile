@@ -31,6 +31,12 @@ install: $(STAMP)  ## create .venv, install SGLang + deps, build the C++/CUDA op
 build: $(STAMP)  ## rebuild the ops in place after editing csrc/ (SGLANG_MTP_CUDA=0 skips CUDA)
 	$(PY) setup.py -q build_ext --inplace
 
+demo: $(STAMP)  ## the main job: build the toy MTP model if absent (~30 min once), decode it (reference + CPU SGLang Engine)
+	$(PY) -m sglang_mtp demo
+
+toy: $(STAMP)  ## the toy pipeline with its accuracy-vs-effective-k table and plot (cached stages)
+	$(PY) -m sglang_mtp toy
+
 test: $(STAMP)  ## run the whole test suite (fails when pytest collects nothing)
 	$(PY) -m pytest tests -q -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
 
