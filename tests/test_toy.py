@@ -24,13 +24,23 @@ def test_splits_are_deterministic_disjoint_and_correct():
     assert parse_answer("no answer here") is None
 
 
+def test_two_step_problems_chain_their_results():
+    train, held = make_splits(500, 40, seed=2, two_step=0.5)
+    two = [p for p in train + held if p.verb2]
+    assert 0.3 < len(two) / len(train + held) < 0.7
+    for p in two:
+        assert p.answer > 0 and f"so {p.first} " in p.response
+        assert parse_answer(p.response) == p.answer and p.verb2 in p.prompt
+    assert make_splits(500, 40, seed=2)[1] == make_splits(500, 40, seed=2, two_step=0.0)[1]
+
+
 def test_tokenizer_round_trips_and_spells_numbers_by_digit(tmp_path):
     from transformers import AutoTokenizer
 
     tok = build_tokenizer(corpus_text())
     tok.save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
-    for p in make_splits(200, 20, seed=1)[0]:
+    for p in make_splits(200, 20, seed=1, two_step=0.5)[0]:
         text = p.prompt + p.response
         ids = loaded(text)["input_ids"]
         assert ids[0] == loaded.bos_token_id and loaded.unk_token_id not in ids

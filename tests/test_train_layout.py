@@ -146,3 +146,7 @@ def test_bad_arguments_are_named():
         pack_sequence([], MASK_ID)
     with pytest.raises(ValueError, match="packed_list"):
         collate([])
+    from types import SimpleNamespace
+    flash = SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2"))
+    with pytest.raises(ValueError, match="sdpa"):
+        hf_attention_mask(torch.ones(1, 2, 2, dtype=torch.bool), flash)

@@ -20,7 +20,8 @@ from .pipeline import STAGES, ToyConfig, default_cache_dir, run_pipeline
 def build_parser(prog="sglang-mtp toy") -> argparse.ArgumentParser:
     """Argument parser of the toy command."""
     d = ToyConfig()
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog=prog, description="Build (or reuse) the CPU toy MTP model "
+                                "end to end and print its accuracy / effective-k table.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--cache-dir", default=None,
                    help=f"artefact directory (default $SGLANG_MTP_TOY_DIR or {default_cache_dir()})")
@@ -30,6 +31,9 @@ def build_parser(prog="sglang-mtp toy") -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 is fastest for this model size on a busy CPU)")
     p.add_argument("--teacher-steps", type=int, default=d.teacher_steps)
+    p.add_argument("--two-step", type=float, default=d.two_step,
+                   help="fraction of two-step problems (a harder task: needs far more "
+                        "teacher steps than the default)")
     p.add_argument("--n-eval", type=int, default=d.n_eval)
     p.add_argument("--mtp-steps", type=int, default=d.mtp.steps)
     p.add_argument("--mtp-lr", type=float, default=d.mtp.lr)
@@ -46,7 +50,10 @@ def config_from_args(args) -> ToyConfig:
         return ToyConfig.quick()
     mtp = dataclasses.replace(ToyConfig().mtp, steps=args.mtp_steps, lr=args.mtp_lr,
                               ntp_weight=args.ntp_weight, loss=args.loss)
-    return ToyConfig(teacher_steps=args.teacher_steps, n_eval=args.n_eval, mtp=mtp)
+    if not 0.0 <= args.two_step <= 1.0:
+        raise ValueError(f"--two-step must be in [0, 1], got {args.two_step}")
+    return ToyConfig(teacher_steps=args.teacher_steps, n_eval=args.n_eval, mtp=mtp,
+                     two_step=args.two_step)
 
 
 def toy_main(argv=None) -> int:
@@ -59,6 +66,8 @@ def toy_main(argv=None) -> int:
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()  # per-checkpoint load/save bars drown the stage log
     t0 = time.time()
     report = run_pipeline(config_from_args(args), args.cache_dir, force, args.until,
                           progress=not args.no_progress,

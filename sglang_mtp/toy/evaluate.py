@@ -27,6 +27,12 @@ def default_rows(k_max: int) -> list:
     return rows
 
 
+def checkpoint_rows(name: str, k_max: int) -> list:
+    """A shorter set of rows for an intermediate checkpoint (learning in progress)."""
+    return [(name, s) for s in ("static:1", "static:2", "static:4", f"static:{k_max}",
+                                f"conf_adapt:0.99:{k_max}", f"conf_adapt:0.9:{k_max}")]
+
+
 def run_strategy(model, tokenizer, problems, spec, max_new_tokens=40, batch_size=100):
     """Decode every problem with one strategy; returns (texts, token lists, passes, seconds)."""
     from ..decode import generate

@@ -81,7 +81,7 @@ def greedy_accuracy(model, tokenizer, problems, max_new_tokens=32, batch_size=10
 
     model.eval()
     correct = 0
-    tokenizer.padding_side = "left"
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # decoder-only batching
     for i in range(0, len(problems), batch_size):
         chunk = problems[i:i + batch_size]
         enc = tokenizer([p.prompt for p in chunk], return_tensors="pt", padding=True)
@@ -91,4 +91,5 @@ def greedy_accuracy(model, tokenizer, problems, max_new_tokens=32, batch_size=10
         texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:],
                                        skip_special_tokens=True)
         correct += sum(parse_answer(t) == p.answer for t, p in zip(texts, chunk))
+    tokenizer.padding_side = side
     return correct / max(1, len(problems))

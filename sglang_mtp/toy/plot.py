@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 W, H = 720, 480
-LEFT, RIGHT, TOP, BOTTOM = 70, 200, 40, 60
+LEFT, RIGHT, TOP, BOTTOM = 70, 200, 56, 60
 COLORS = {"static": (214, 39, 40), "conf_adapt": (31, 119, 180), "verify": (44, 160, 44),
           "ntp": (0, 0, 0)}
 
@@ -18,26 +18,41 @@ def _series(rows):
                 continue  # the untrained-mask row is off the chart's purpose
             key = "teacher ntp"
         else:
-            key = f"mtp {kind}"
+            key = f"{r['model'].upper()} {kind}"
         groups.setdefault(key, []).append((r["effective_k"], 100 * r["accuracy"], r["strategy"]))
     return {k: sorted(v) for k, v in groups.items()}
 
 
+def _color(name):
+    """The strategy kind's colour; lighter for an intermediate checkpoint ("MTP@200 ...")."""
+    model, kind = name.split()
+    color = COLORS[kind]
+    if "@" in model:
+        color = tuple(int(c + (255 - c) * 0.55) for c in color)
+    return color
+
+
 def pareto_png(rows, path, title="Toy task: accuracy vs. effective k"):
     """Write the plot of ``rows`` (from :func:`~sglang_mtp.toy.evaluate.evaluate`) to ``path``."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
+    try:
+        d.font = ImageFont.load_default(size=13)
+    except (TypeError, OSError):  # Pillow without FreeType: the bitmap font
+        pass
     groups = _series(rows)
     xs = [p[0] for g in groups.values() for p in g] or [1.0]
+    ys = [p[1] for g in groups.values() for p in g] or [0.0]
     x_max = max(2.0, float(int(max(xs)) + 1))
+    y_min = max(0.0, 10 * (int(min(ys)) // 10 - 1))  # zoom in when every row is accurate
     to_px = lambda x, y: (LEFT + (x - 1) / (x_max - 1) * (W - LEFT - RIGHT),  # noqa: E731
-                          H - BOTTOM - y / 100 * (H - TOP - BOTTOM))
-    _axes(d, to_px, x_max)
-    d.text((LEFT, 12), title, fill="black")
+                          H - BOTTOM - (y - y_min) / (100 - y_min) * (H - TOP - BOTTOM))
+    _axes(d, to_px, x_max, y_min)
+    d.text((LEFT, 8), title, fill="black")
     for n, (name, pts) in enumerate(sorted(groups.items())):
-        color = COLORS[name.split()[1]]
+        color = _color(name)
         px = [to_px(x, y) for x, y, _ in pts]
         if len(px) > 1:
             d.line(px, fill=color, width=2)
@@ -51,19 +66,20 @@ def pareto_png(rows, path, title="Toy task: accuracy vs. effective k"):
     return path
 
 
-def _axes(d, to_px, x_max):
-    x0, y0 = to_px(1, 0)
+def _axes(d, to_px, x_max, y_min):
+    x0, y0 = to_px(1, y_min)
     x1, y1 = to_px(x_max, 100)
     d.line([(x0, y0), (x1, y0)], fill="black")
     d.line([(x0, y0), (x0, y1)], fill="black")
     for k in range(1, int(x_max) + 1):
-        x, _ = to_px(k, 0)
+        x, _ = to_px(k, y_min)
         d.line([(x, y0), (x, y0 + 5)], fill="black")
         d.text((x - 3, y0 + 8), str(k), fill="black")
-    for acc in range(0, 101, 20):
+    step = 20 if y_min < 50 else (10 if y_min < 80 else 2)
+    for acc in range(int(y_min), 101, step):
         _, y = to_px(1, acc)
         d.line([(x0 - 5, y), (x0, y)], fill="black")
         d.line([(x0 + 1, y), (x1, y)], fill=(225, 225, 225))
         d.text((x0 - 30, y - 6), f"{acc}", fill="black")
     d.text(((x0 + x1) / 2 - 80, y0 + 30), "effective k (tokens / forward pass)", fill="black")
-    d.text((8, (y0 + y1) / 2), "acc %", fill="black")
+    d.text((x0 - 40, y1 - 24), "accuracy %", fill="black")

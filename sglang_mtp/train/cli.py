@@ -25,7 +25,8 @@ from .trainer import TrainConfig, frozen_teacher, load_trainer_state, train
 def build_parser(prog="sglang-mtp train") -> argparse.ArgumentParser:
     """Argument parser of the train command."""
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog=prog, description="MTP self-distillation of a local HF "
+                                "checkpoint that has a <MTP> mask token (sglang-mtp convert).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="HF checkpoint with a <MTP> mask token")
     p.add_argument("--data", required=True, help=".jsonl (prompt/response or text) or .txt")

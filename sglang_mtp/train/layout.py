@@ -184,13 +184,17 @@ def collate(packed_list, pad_token_id=0) -> Batch:
 def hf_attention_mask(allowed, model, dtype=None) -> torch.Tensor:
     """The pattern as a 4-D mask an HF model uses as-is: [B, 1, n, n].
 
-    SDPA/flex take a boolean mask (True = attend); eager attention adds the mask to the
-    scores, so it gets an additive float mask (0 or the dtype's minimum).
+    SDPA takes a boolean mask (True = attend); eager attention adds the mask to the scores,
+    so it gets an additive float mask (0 or the dtype's minimum). Kernels that cannot take
+    an arbitrary mask (flash-attention) are refused: the blocked pattern is not causal.
     """
     impl = getattr(model.config, "_attn_implementation", None) or "sdpa"
     mask = allowed[:, None, :, :]
     if impl == "sdpa":
         return mask
+    if impl != "eager":
+        raise ValueError(f"MTP training needs attn_implementation 'sdpa' or 'eager' (the "
+                         f"blocked mask is not causal); the model uses {impl!r}")
     dtype = dtype or next(model.parameters()).dtype
     zero = torch.zeros((), dtype=dtype, device=allowed.device)
     return torch.where(mask, zero, torch.finfo(dtype).min)

@@ -2,7 +2,7 @@
 
 :func:`train` is the library entry point (models already in memory);
 :func:`sglang_mtp.train.cli.train_main` is the ``sglang-mtp train`` command on checkpoints.
-AdamW (torch defaults but a small weight decay), linear warm-up then a constant learning
+AdamW (torch defaults), linear warm-up then a constant learning
 rate (the paper's schedule), gradient accumulation, gradient clipping, bf16 autocast on
 CUDA, a progress bar with the loss and the student/teacher agreement, periodic HF-format
 checkpoints (``config.mtp_trained = True`` and the mask id recorded) and exact resume
@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -44,7 +45,7 @@ class TrainConfig:
     regions: int | None = None     # regions per sequence (default seq_len // (2 * k_max))
     loss: str = "hard"             # "hard" | "soft"
     ntp_weight: float = 0.0        # auxiliary next-token KL on ground-truth rows
-    weight_decay: float = 0.0
+    weight_decay: float = 0.01     # torch's AdamW default (the paper: torch defaults)
     max_grad_norm: float = 1.0
     seed: int = 0
     save_every: int = 0            # steps between checkpoints (0: only the final one)
@@ -165,7 +166,7 @@ def train(student, teacher, examples, cfg: TrainConfig, *, mask_token_id, eos_to
         outs = _optimizer_step(student, teacher, examples, cfg, optimizer, step, lr, ids, device)
         rec = _step_record(step + 1, outs, lr, t0)
         history.append(rec)
-        _report(bar, rec, out_dir)
+        _report(bar, history, out_dir, progress, cfg.log_every, cfg.steps)
         if callback is not None:
             callback(rec)
         if out_dir and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
@@ -181,17 +182,25 @@ def train(student, teacher, examples, cfg: TrainConfig, *, mask_token_id, eos_to
 
 
 def _progress(total, initial, enabled):
-    if not enabled:
+    """A tqdm bar on a terminal; None otherwise (then :func:`_report` logs plain lines)."""
+    if not enabled or not sys.stderr.isatty():
         return None
     from tqdm.auto import tqdm
     return tqdm(total=total, initial=initial, desc="mtp-train", dynamic_ncols=True)
 
 
-def _report(bar, rec, out_dir):
+def _report(bar, history, out_dir, progress=True, log_every=10, total=None):
+    """Progress bar / log line with running means over the last 20 steps; JSONL log."""
+    rec, recent = history[-1], history[-20:]
+    mean = {k: sum(r[k] for r in recent) / len(recent) for k in ("loss", "agree", "agree_mask")}
+    stats = (f"loss={mean['loss']:.3f} agree={mean['agree']:.2f} "
+             f"agree_mask={mean['agree_mask']:.2f} lr={rec['lr']:.1e}")
     if bar is not None:
-        bar.set_postfix(loss=f"{rec['loss']:.3f}", agree=f"{rec['agree']:.2f}",
-                        agree_mask=f"{rec['agree_mask']:.2f}", lr=f"{rec['lr']:.1e}")
+        bar.set_postfix_str(stats)
         bar.update(1)
+    elif progress and log_every and (rec["step"] % log_every == 0 or rec["step"] == total):
+        print(f"[mtp-train] step {rec['step']}/{total} {stats} ({rec['time']:.0f}s)",
+              file=sys.stderr, flush=True)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "train_log.jsonl"), "a") as f:
