@@ -31,7 +31,7 @@ install: $(STAMP)  ## create .venv, install SGLang + deps, build the C++/CUDA op
 build: $(STAMP)  ## rebuild the ops in place after editing csrc/ (SGLANG_MTP_CUDA=0 skips CUDA)
 	$(PY) setup.py -q build_ext --inplace
 
-demo: $(STAMP)  ## the main job: build the toy MTP model if absent (~30 min once), decode it (reference + CPU SGLang Engine)
+demo: $(STAMP)  ## the main job: build the toy MTP model if absent (~10 min once), decode it (reference + CPU SGLang Engine)
 	$(PY) -m sglang_mtp demo
 
 toy: $(STAMP)  ## the toy pipeline with its accuracy-vs-effective-k table and plot (cached stages)
