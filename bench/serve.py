@@ -17,6 +17,7 @@ summaries), ``report.md`` (ratios against ``ntp`` at the same concurrency) and P
 from __future__ import annotations
 
 import argparse
+import os
 import asyncio
 import json
 import shlex
@@ -162,7 +163,10 @@ def run_mode(mode, args, payloads, prompt_list, log_dir: Path) -> tuple:
     record = {"mode": mode.spec, "kind": mode.kind, "status": "ok", "error": None, "server_cmd": cmd,
               "log": str(log_dir / (mode.spec.replace(":", "_") + ".log"))}
     runs = []
-    srv = server.Server(cmd, port, Path(record["log"]))
+    # On a CPU, torch's intra-op threads stall whenever another process holds a core (2-core
+    # machines swing 10-70x); one thread per server keeps the modes comparable.
+    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")} if args.device == "cpu" else None
+    srv = server.Server(cmd, port, Path(record["log"]), env=env)
     try:
         srv.start()
         record["startup_s"] = srv.wait_healthy(args.start_timeout)

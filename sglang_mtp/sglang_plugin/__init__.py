@@ -7,7 +7,8 @@ SGLang runs :func:`register` in every one of its processes (launcher, schedulers
 detokenizer) before it parses server arguments. Modules: ``flags`` (CLI flags, Engine
 helper), ``spec`` (the ``MTP`` algorithm), ``worker`` + ``state`` (the decoding worker),
 ``step_adapter`` (one decode step via :mod:`sglang_mtp.step`), ``commit`` (keeps SGLang's
-committed KV length truthful), ``params`` (per-request ``custom_params``), ``graphs``
+committed KV length truthful), ``params`` (per-request ``custom_params``), ``plain`` (all-plain decode
+steps), ``metrics`` (``mtp_forward_passes``), ``graphs``
 (CUDA-graph capture), ``cpu_shims`` (CPU-only compatibility), ``client`` (``sgl.function``).
 """
 
@@ -46,12 +47,13 @@ def register() -> None:
 def _register_hooks() -> list:
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
-    from . import commit, cpu_shims, flags, graphs, params
+    from . import commit, cpu_shims, flags, graphs, metrics, params
 
     hooks = [
         ("sglang.srt.server_args.ServerArgs.add_cli_args", flags.add_cli_args),
         ("sglang.srt.server_args.ServerArgs.from_cli_args", flags.from_cli_args),
         (commit.TARGET, commit.correct_committed_lengths),
+        (metrics.TARGET, metrics.add_forward_passes),
         ("sglang.srt.sampling.sampling_params.SamplingParams.verify", params.verify_hook),
     ]
     for target, fn in hooks:

@@ -5,6 +5,9 @@ hook on ``ServerArgs.add_cli_args`` and translates them in an AFTER hook on
 ``ServerArgs.from_cli_args``: ``--decode-mode mtp`` becomes
 ``speculative_algorithm="MTP"`` and the MTP settings travel to every SGLang process in the
 ``SGLANG_MTP_CONFIG`` environment variable (JSON; child processes inherit it).
+``--mtp-k-max 1`` is plain decoding: SGLang then runs without the MTP algorithm at all (its
+own decode path and CUDA graphs, so it costs exactly what plain SGLang costs; the ``<MTP>``
+id is then not suppressed, as for any plain SGLang server).
 
 ``sglang.Engine(**kwargs)`` rejects unknown keyword arguments, so Python users go through
 :func:`engine` (or set ``speculative_algorithm="MTP"`` and ``SGLANG_MTP_CONFIG`` themselves).
@@ -110,8 +113,9 @@ def from_cli_args(result, cls, args: argparse.Namespace):
     if result.speculative_algorithm not in (None, ALGORITHM):
         raise ValueError(f"--decode-mode mtp cannot be combined with "
                          f"--speculative-algorithm {result.speculative_algorithm}")
-    result.speculative_algorithm = ALGORITHM
     os.environ[ENV_CONFIG] = cfg.to_env()
+    if cfg.k_max > 1:  # k_max 1 is plain decoding: SGLang's own path, unchanged (see plain.py)
+        result.speculative_algorithm = ALGORITHM
     return result
 
 
@@ -125,6 +129,8 @@ def engine(model_path: str, *, strategy: str = "conf_adapt", threshold: float = 
 
     cfg = MTPConfig(strategy=strategy, threshold=threshold, k_max=k_max, mask_token_id=mask_token_id)
     os.environ[ENV_CONFIG] = cfg.to_env()
+    if cfg.k_max == 1:  # plain decoding: SGLang unchanged, nothing of the worker on the path
+        return sglang.Engine(model_path=model_path, **engine_kwargs)
     return sglang.Engine(model_path=model_path, speculative_algorithm=ALGORITHM, **engine_kwargs)
 
 

@@ -9,12 +9,15 @@ and tau. Applied on every device; on CPU (graphs disabled) they never run.
 
 from __future__ import annotations
 
+from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
 from .flags import ALGORITHM
 from .spec_input import MTPVerifyInput
 
 TARGETS = {
     "dummy": "sglang.srt.speculative.spec_info.create_dummy_verify_input",
     "runner": "sglang.srt.model_executor.runner.decode_cuda_graph_runner.DecodeCudaGraphRunner.get_spec_info",
+    "can_run": "sglang.srt.model_executor.runner.decode_cuda_graph_runner.DecodeCudaGraphRunner.can_run_graph",
 }
 
 
@@ -37,9 +40,18 @@ def runner_spec_info(result, runner, num_tokens, *args, **kwargs):
     return MTPVerifyInput(None, runner.speculative_num_draft_tokens, device=runner.model_runner.device)
 
 
+def no_graph_for_plain_decode(result, runner, forward_batch, *args, **kwargs):
+    """AFTER hook: the graphs were captured for the W-wide TARGET_VERIFY forward; the
+    worker's plain DECODE steps (:mod:`.plain`) must run eagerly, never replay them."""
+    if result and _is_mtp(runner.model_runner.spec_algorithm) and forward_batch.forward_mode == ForwardMode.DECODE:
+        return False
+    return result
+
+
 def register() -> list:
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
     HookRegistry.register(TARGETS["dummy"], dummy_verify_input, HookType.AROUND)
     HookRegistry.register(TARGETS["runner"], runner_spec_info, HookType.AFTER)
+    HookRegistry.register(TARGETS["can_run"], no_graph_for_plain_decode, HookType.AFTER)
     return list(TARGETS.values())

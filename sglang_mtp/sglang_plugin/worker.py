@@ -21,10 +21,7 @@ with the request). :mod:`.commit` keeps SGLang's committed length equal to the r
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
-
 import torch
-from sglang.srt.layers.logits_processor import LogitsProcessorOutput
 from sglang.srt.layers.logprob_processor import compute_spec_logprobs
 from sglang.srt.managers.utils import GenerationBatchResult
 from sglang.srt.model_executor.forward_batch_info import ForwardMode
@@ -32,7 +29,7 @@ from sglang.srt.speculative.base_spec_worker import BaseSpecWorker
 
 from sglang_mtp import ops
 
-from . import step_adapter
+from . import plain, step_adapter
 from .flags import MTPConfig, resolve_mask_token_id
 from .params import request_strategy
 from .spec_input import MTPRelay, MTPVerifyInput
@@ -61,6 +58,7 @@ class MTPWorker(BaseSpecWorker):
             self.config.mask_token_id,
         )
         self.max_position = self.model_runner.model_config.context_len
+        self.mask_index = torch.tensor([self.mask_id], dtype=torch.int64, device=self.device)
         self.state = None
         logger.info("MTP worker: %s, width %d, mask id %d", self.default_strategy, self.width, self.mask_id)
 
@@ -114,6 +112,10 @@ class MTPWorker(BaseSpecWorker):
     def _decode(self, batch, on_publish):
         rows = batch.req_pool_indices  # [B]
         rows_host = [r.kv.req_pool_idx for r in batch.reqs]
+        if plain.can_bypass(batch, self.state, rows_host):
+            result = plain.plain_decode(self, batch, on_publish)
+            batch.forward_mode = ForwardMode.DECODE
+            return result
         # A batch of plain-decoding requests only needs one query each (no masks).
         width = 1 if self.state.all_plain(rows_host) else self.width
         st = self.state.gather(rows)
@@ -159,9 +161,5 @@ class MTPWorker(BaseSpecWorker):
         """
         B = inp.input_ids.shape[0]
         row0 = logits.view(B, width, -1)[:, 0].clone()  # [B, V]
-        fake = SimpleNamespace(
-            sampling_info=batch.sampling_info, return_logprob=False, top_logprobs_nums=None,
-            token_ids_logprobs=None, positions=inp.positions[:, 0], forward_mode=ForwardMode.DECODE,
-            req_pool_indices=batch.req_pool_indices, ngram_embedding_info=None,
-        )
-        return self.model_runner.sample(LogitsProcessorOutput(next_token_logits=row0), fake)
+        row0.index_fill_(1, self.mask_index, float("-inf"))  # <MTP> is never emitted
+        return plain.sample(self.model_runner, batch, row0, inp.positions[:, 0])

@@ -6,7 +6,8 @@ SPEC: {"model": path, "mtp": {strategy, threshold, k_max, ...} or null (plain SG
 "engine": {extra Engine kwargs}, "out": result path, "jobs": [job, ...]}. Jobs:
 
 - {"op": "generate", "input_ids": [[..]], "sampling_params": dict or [dict], "return_logprob": bool}
-  -> {"outputs": [{"output_ids", "cached_tokens", "finish_reason", "logprobs"}]} or {"error": msg}
+  -> {"outputs": [{"output_ids", "cached_tokens", "finish_reason", "forward_passes", "logprobs"}]}
+  or {"error": msg} (forward_passes: meta_info["mtp_forward_passes"], None when absent)
 - {"op": "staggered", "input_ids": [[..]], "sampling_params": [..], "delay": s}: requests
   submitted one by one, ``delay`` seconds apart, running concurrently -> same as generate
 - {"op": "flush"}: flush the radix cache
@@ -38,6 +39,7 @@ def _summary(out: dict) -> dict:
         "output_ids": out["output_ids"],
         "cached_tokens": meta.get("cached_tokens"),
         "finish_reason": (meta.get("finish_reason") or {}).get("type"),
+        "forward_passes": meta.get("mtp_forward_passes"),
         "logprobs": None if lp is None else [[v, t] for v, t, *_ in lp],
     }
 

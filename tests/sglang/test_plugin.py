@@ -15,7 +15,7 @@ import torch
 
 from tests.sglang.harness import REPO  # noqa: F401  (skips the module without SGLang)
 
-from sglang_mtp.sglang_plugin import commit, cpu_shims, flags, params, register, spec  # noqa: E402
+from sglang_mtp.sglang_plugin import commit, cpu_shims, flags, graphs, metrics, params, register, spec  # noqa: E402
 from sglang_mtp.strategy import Strategy  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def test_register_applies_every_hook():
 
     register()
     assert spec.SETUP_ERRORS == []
-    for target in [commit.TARGET, *cpu_shims.TARGETS.values()]:
+    for target in [commit.TARGET, metrics.TARGET, *cpu_shims.TARGETS.values(), *graphs.TARGETS.values()]:
         assert target in HookRegistry._patched, target
     algo = SpeculativeAlgorithm.from_string("mtp")
     assert isinstance(algo, spec.MTPSpecAlgo) and algo.supports_overlap
@@ -52,6 +52,39 @@ def test_decode_mode_mtp_translates_to_the_algorithm(monkeypatch):
     cfg = flags.MTPConfig.from_env()
     assert (cfg.strategy, cfg.k_max, cfg.width) == ("static", 3, 5)
     assert cfg.strategy_obj() == Strategy.static(3)
+
+
+def test_k_max_1_runs_sglang_unchanged(monkeypatch):
+    # Plain decoding for every request: no MTP algorithm, so SGLang's own decode path (and
+    # its CUDA graphs) run; the settings still reach the per-request validation.
+    monkeypatch.delenv(flags.ENV_CONFIG, raising=False)
+    sa = _server_args(["--decode-mode", "mtp", "--mtp-k-max", "1"])
+    assert sa.speculative_algorithm is None
+    assert flags.MTPConfig.from_env().k_max == 1
+
+
+def test_forward_passes_added_for_mtp_requests_only(monkeypatch):
+    import sglang.srt.runtime_context as rc
+
+    recv = SimpleNamespace(spec_verify_ct=[0, 7])
+    for algorithm, want in (("MTP", {"mtp_forward_passes": 8}), ("EAGLE", {})):
+        monkeypatch.setattr(rc, "get_spec", lambda a=algorithm: SimpleNamespace(speculative_algorithm=a))
+        meta = {}
+        metrics.add_forward_passes(None, None, meta, recv, 1)
+        assert meta == want, algorithm
+    assert metrics.forward_passes(0) == 1  # a request that ended at its prefill
+
+
+def test_plain_decode_never_replays_verify_graphs():
+    from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
+    runner = SimpleNamespace(model_runner=SimpleNamespace(spec_algorithm=SimpleNamespace(name="MTP")))
+    other = SimpleNamespace(model_runner=SimpleNamespace(spec_algorithm=SimpleNamespace(name="EAGLE")))
+    decode, verify = (SimpleNamespace(forward_mode=m) for m in (ForwardMode.DECODE, ForwardMode.TARGET_VERIFY))
+    assert graphs.no_graph_for_plain_decode(True, runner, decode) is False
+    assert graphs.no_graph_for_plain_decode(True, runner, verify) is True
+    assert graphs.no_graph_for_plain_decode(True, other, decode) is True
+    assert graphs.no_graph_for_plain_decode(False, runner, verify) is False
 
 
 def test_default_decode_mode_leaves_sglang_unchanged(monkeypatch):
