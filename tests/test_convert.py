@@ -10,13 +10,7 @@ from sglang_mtp.convert import (
 from tests.models import TOKENIZER_SIZE, save_checkpoint, tiny_config, tiny_model, tiny_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models run fastest on one thread, especially on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def weights(model):

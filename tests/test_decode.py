@@ -14,12 +14,7 @@ KINDS = ["llama", "qwen2"]
 SMALL_V = 12  # a 12-token vocabulary: random models then often draft correctly (verify accepts)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def brute_force(model, prompt, strategy, max_new_tokens, mask_id, stops=(EOS_ID,)):

@@ -10,13 +10,7 @@ MASK = 7
 V = 37
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models run fastest on one thread, especially on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def naive_step(rows, pending, draft_len, k, tau, verify, stops=(), budget=None):

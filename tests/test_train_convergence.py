@@ -29,15 +29,6 @@ def _decode_stats(model, prompts, spec):
     return [r.tokens for r in results], tokens / sum(r.passes for r in results)
 
 
-@pytest.fixture
-def one_thread():
-    # Matrices this small run fastest on one thread (and are not slowed by a busy CPU).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_mtp_training_converges_and_speeds_up_decoding(one_thread):
     torch.manual_seed(0)
     examples = [Example(ids=_sequence(s), prompt_len=3) for s in range(N_NUM)] * 8
