@@ -20,30 +20,6 @@ namespace {
 
 using row_scan::scan_row;
 
-void check_args(const at::Tensor& logits, const at::Tensor& block_start, const at::Tensor& block_len,
-                const at::Tensor& threshold, const c10::optional<at::Tensor>& stop_token_ids) {
-  const char* op = "confidence_scan";
-  MTP_CHECK_ARG(logits.dim() == 2, op, "logits must be 2-D [R, V], got ", logits.dim(), "-D");
-  MTP_CHECK_ARG(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kBFloat16 ||
-                    logits.scalar_type() == at::kHalf,
-                op, "logits must be float32, bfloat16 or float16, got ", logits.scalar_type());
-  MTP_CHECK_ARG(logits.is_contiguous(), op, "logits must be contiguous");
-  MTP_CHECK_ARG(logits.size(1) >= 1, op, "logits must have a vocabulary of at least 1 (V = 0)");
-  check_tensor(block_start, op, "block_start", at::kInt, 1);
-  check_tensor(block_len, op, "block_len", at::kInt, 1);
-  check_tensor(threshold, op, "threshold", at::kFloat, 1);
-  const int64_t B = block_start.size(0);
-  check_len(block_len, B, op, "block_len", "B");
-  check_len(threshold, B, op, "threshold", "B");
-  check_same_device(block_start, logits, op, "block_start", "logits");
-  check_same_device(block_len, logits, op, "block_len", "logits");
-  check_same_device(threshold, logits, op, "threshold", "logits");
-  if (stop_token_ids.has_value()) {
-    check_tensor(*stop_token_ids, op, "stop_token_ids", at::kLong, 1);
-    check_same_device(*stop_token_ids, logits, op, "stop_token_ids", "logits");
-  }
-}
-
 // Value checks that need the data (fine on the CPU: no device round trip).
 void check_blocks(const int32_t* start, const int32_t* len, const float* tau, int64_t B, int64_t R) {
   const char* op = "confidence_scan";
@@ -73,8 +49,9 @@ int32_t accept_length(const int64_t* tokens, const float* conf, int32_t start, i
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> confidence_scan_cpu(
     const at::Tensor& logits, const at::Tensor& block_start, const at::Tensor& block_len,
-    const at::Tensor& threshold, const c10::optional<at::Tensor>& stop_token_ids, int64_t suppress_token_id) {
-  check_args(logits, block_start, block_len, threshold, stop_token_ids);
+    const at::Tensor& threshold, const std::optional<at::Tensor>& stop_token_ids, int64_t suppress_token_id) {
+  check_scan_args(logits, block_start, block_len, threshold, stop_token_ids);
+  MTP_CHECK_ARG(logits.size(1) >= 1, "confidence_scan", "logits must have a vocabulary of at least 1 (V = 0)");
   const int64_t R = logits.size(0), V = logits.size(1), B = block_start.size(0);
   check_blocks(block_start.data_ptr<int32_t>(), block_len.data_ptr<int32_t>(), threshold.data_ptr<float>(), B, R);
   auto tokens = at::empty({R}, logits.options().dtype(at::kLong));

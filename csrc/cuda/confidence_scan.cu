@@ -182,31 +182,15 @@ void check_inputs(const at::Tensor& logits, const at::Tensor& block_start,
                   const at::Tensor& block_len, const at::Tensor& threshold,
                   const std::optional<at::Tensor>& stop_token_ids) {
   const char* op = "confidence_scan";
-  MTP_CHECK_ARG(logits.dim() == 2, op, "logits must be 2-D [R, V], got ", logits.dim(), "-D");
-  const auto dt = logits.scalar_type();
-  MTP_CHECK_ARG(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf, op,
-                "logits must be float32, bfloat16 or float16, got ", dt);
-  MTP_CHECK_ARG(logits.is_contiguous(), op, "logits must be contiguous");
+  check_scan_args(logits, block_start, block_len, threshold, stop_token_ids);
   MTP_CHECK_ARG(logits.is_cuda(), op, "logits must be a CUDA tensor, got ", logits.device());
   const int64_t R = logits.size(0), V = logits.size(1);
   MTP_CHECK_ARG(V >= 1 && V <= kMaxVocab, op, "logits vocabulary V must be in [1, ", kMaxVocab,
                 "], got ", V);
   MTP_CHECK_ARG(R <= INT_MAX, op, "logits has too many rows: ", R);
-  check_tensor(block_start, op, "block_start", at::kInt, 1);  // [B]
-  check_tensor(block_len, op, "block_len", at::kInt, 1);      // [B]
-  check_tensor(threshold, op, "threshold", at::kFloat, 1);    // [B]
-  const int64_t B = block_start.size(0);
-  MTP_CHECK_ARG(B <= INT_MAX, op, "block_start has too many blocks: ", B);
-  check_len(block_len, B, op, "block_len", "B");
-  check_len(threshold, B, op, "threshold", "B");
-  check_same_device(block_start, logits, op, "block_start", "logits");
-  check_same_device(block_len, logits, op, "block_len", "logits");
-  check_same_device(threshold, logits, op, "threshold", "logits");
-  if (stop_token_ids.has_value()) {
-    check_tensor(*stop_token_ids, op, "stop_token_ids", at::kLong, 1);  // [S]
-    check_same_device(*stop_token_ids, logits, op, "stop_token_ids", "logits");
+  MTP_CHECK_ARG(block_start.size(0) <= INT_MAX, op, "block_start has too many blocks: ", block_start.size(0));
+  if (stop_token_ids.has_value())
     MTP_CHECK_ARG(stop_token_ids->numel() <= INT_MAX, op, "stop_token_ids is too long");
-  }
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> confidence_scan_cuda(
