@@ -22,7 +22,7 @@ else
 	$(PIP) install -r requirements/sglang-cpu.txt
 	$(PIP) install --no-deps sglang==0.5.23
 endif
-	$(PIP) install pybind11 ninja pytest matplotlib
+	$(PIP) install pybind11 ninja pytest hypothesis matplotlib
 	$(PIP) install --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 

@@ -17,10 +17,8 @@ exec > >(tee -a "$LOG") 2>&1
 set -x
 
 PY="${PYTHON:-$(command -v python || command -v python3)}"
-if [ -z "${CUDA_HOME:-}" ]; then
-  if command -v nvcc >/dev/null; then CUDA_HOME=$(dirname "$(dirname "$(command -v nvcc)")")
-  else CUDA_HOME=/usr/local/cuda; fi
-fi
+# The same validated toolkit search as setup.py (an nvcc on PATH may be a wrapper script).
+CUDA_HOME=$("$PY" -c 'import importlib.util as u; s = u.spec_from_file_location("t", "sglang_mtp/cuda_toolkit.py"); m = u.module_from_spec(s); s.loader.exec_module(m); print(m.find()[0] or "/usr/local/cuda")')
 export CUDA_HOME PATH="$CUDA_HOME/bin:$PATH"
 export SGLANG_MTP_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import warnings
@@ -30,15 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=3, help="how many outputs to print in colour (default 3)")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--no-engine", action="store_true", help="skip the SGLang Engine part")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
+    p.add_argument("--repeats", type=int, default=3, help="Engine timing runs per mode; the median is shown (default 3)")
     return p
 
 
 def demo_main(argv=None) -> int:
     """Entry point of ``sglang-mtp demo``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if args.num_prompts < 1:
-        raise ValueError(f"--num-prompts must be >= 1, got {args.num_prompts}")
+    for name in ("num_prompts", "threads", "repeats"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
     from . import toy
 
@@ -87,10 +91,13 @@ def _reference(path, problems, strategy, args):
 def _engine_check(path, prompt_ids, strategy, ref_tokens, args) -> int:
     # A failing Engine kills its parent process: run it in a child and read its JSON.
     job = dict(path=path, prompts=prompt_ids, threshold=strategy.threshold, k_max=strategy.k,
-               max_new_tokens=args.max_new_tokens)
+               max_new_tokens=args.max_new_tokens, repeats=args.repeats)
     print("\nstarting an SGLang Engine on the CPU with --decode-mode mtp (30-60 s) ...", flush=True)
+    # One torch thread per process: on a shared 2-core CPU, 2 OpenMP threads stall at every
+    # barrier whenever the other core is busy, and timings swing 10-70x (see the README).
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     proc = subprocess.run([sys.executable, "-m", "sglang_mtp.demo", "--engine-child", json.dumps(job)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     line = next((l for l in reversed(proc.stdout.splitlines()) if l.startswith("{")), None)
     if proc.returncode != 0 or line is None:
         print(proc.stderr[-3000:], file=sys.stderr)
@@ -101,9 +108,11 @@ def _engine_check(path, prompt_ids, strategy, ref_tokens, args) -> int:
     n_tok = sum(len(t) for t in out["tokens"])
     passes = out["passes"]
     k_eff = f"{n_tok / passes:.2f}" if passes else "n/a"
-    print(f"SGLang Engine (CPU, {describe_engine(strategy)}): {n_tok} tokens, effective k {k_eff}, "
-          f"{out['mtp_seconds']:.2f} s vs {out['ntp_seconds']:.2f} s with {{\"mtp\": false}} "
-          f"(CPU timings of a tiny model are dominated by per-step overheads)")
+    mtp_s, ntp_s = statistics.median(out["mtp_seconds"]), statistics.median(out["ntp_seconds"])
+    print(f"SGLang Engine (CPU, {args.threads} thread(s), {describe_engine(strategy)}): {n_tok} tokens, "
+          f"effective k {k_eff}, {mtp_s:.2f} s vs {ntp_s:.2f} s with {{\"mtp\": false}} "
+          f"({ntp_s / mtp_s:.2f}x; median of {len(out['mtp_seconds'])} alternating runs each; "
+          "CPU timings of a tiny model are dominated by per-step overheads)")
     print(f"engine output identical to the reference decoder for {same}/{len(ref_tokens)} prompts")
     return 0 if same == len(ref_tokens) else 1
 
@@ -123,11 +132,12 @@ def _engine_child(job: dict) -> None:
     try:
         greedy = {"temperature": 0, "max_new_tokens": job["max_new_tokens"]}
         llm.generate(input_ids=job["prompts"][:1], sampling_params=greedy)  # warm-up
-        timings, outs = {}, {}
-        for name, extra in (("ntp", {"custom_params": {"mtp": False}}), ("mtp", {})):
-            t0 = time.perf_counter()
-            outs[name] = llm.generate(input_ids=job["prompts"], sampling_params={**greedy, **extra})
-            timings[name] = time.perf_counter() - t0
+        timings, outs = {"ntp": [], "mtp": []}, {}
+        for _ in range(job["repeats"]):  # alternate the modes so drift hits both alike
+            for name, extra in (("ntp", {"custom_params": {"mtp": False}}), ("mtp", {})):
+                t0 = time.perf_counter()
+                outs[name] = llm.generate(input_ids=job["prompts"], sampling_params={**greedy, **extra})
+                timings[name].append(time.perf_counter() - t0)
         mtp = outs["mtp"]
         passes = [o["meta_info"].get("mtp_forward_passes") for o in mtp]
         print(json.dumps(dict(

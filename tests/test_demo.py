@@ -32,6 +32,7 @@ def test_demo_engine_matches_reference(quick_toy):
     out = run_demo(quick_toy, "--show", "0")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "engine output identical to the reference decoder for 3/3 prompts" in out.stdout
+    assert "1 thread(s)" in out.stdout and "median of 3 alternating runs each" in out.stdout
 
 
 def test_demo_rejects_bad_arguments(quick_toy):

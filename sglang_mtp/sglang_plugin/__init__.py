@@ -29,8 +29,9 @@ def register() -> None:
     _registered = True
     import sglang
 
-    from . import spec
+    from . import flags, spec
 
+    flags.install_excepthook()
     if sglang.__version__ not in SUPPORTED_SGLANG:
         spec.SETUP_ERRORS.append(
             f"SGLang {sglang.__version__} is not supported (supported: {', '.join(SUPPORTED_SGLANG)})"
@@ -55,6 +56,8 @@ def _register_hooks() -> list:
         (commit.TARGET, commit.correct_committed_lengths),
         (metrics.TARGET, metrics.add_forward_passes),
         ("sglang.srt.sampling.sampling_params.SamplingParams.verify", params.verify_hook),
+        ("sglang.srt.managers.tokenizer_manager.TokenizerManager._validate_one_request",
+         params.reject_empty_prompt),
     ]
     for target, fn in hooks:
         HookRegistry.register(target, fn, HookType.AFTER)

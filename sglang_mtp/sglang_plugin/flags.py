@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -26,6 +27,31 @@ from sglang_mtp.strategy import MAX_K, Strategy
 ALGORITHM = "MTP"
 ENV_CONFIG = "SGLANG_MTP_CONFIG"
 STRATEGIES = ("conf_adapt", "static", "verify")
+DEBUG_ENV = "SGLANG_MTP_DEBUG"
+
+
+class MTPStartupError(ValueError):
+    """A configuration problem found before the server is ready.
+
+    ``launch_server`` prints it as one line (see :func:`install_excepthook`); the traceback
+    only with ``SGLANG_MTP_DEBUG=1``.
+    """
+
+
+def install_excepthook() -> None:
+    """Print an uncaught :class:`MTPStartupError` as one line instead of a traceback."""
+    previous = sys.excepthook
+    if getattr(previous, "_sglang_mtp", False):
+        return
+
+    def hook(kind, value, tb):
+        if isinstance(value, MTPStartupError) and os.environ.get(DEBUG_ENV, "0") in ("", "0"):
+            print(f"error: sglang-mtp: {value} (traceback: {DEBUG_ENV}=1)", file=sys.stderr)
+            return
+        previous(kind, value, tb)
+
+    hook._sglang_mtp = True
+    sys.excepthook = hook
 
 
 @dataclass(frozen=True)
@@ -39,15 +65,15 @@ class MTPConfig:
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"--mtp-strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+            raise MTPStartupError(f"--mtp-strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if isinstance(self.k_max, bool) or not isinstance(self.k_max, int) or not 1 <= self.k_max <= MAX_K:
-            raise ValueError(f"--mtp-k-max must be an integer in [1, {MAX_K}], got {self.k_max!r}")
+            raise MTPStartupError(f"--mtp-k-max must be an integer in [1, {MAX_K}], got {self.k_max!r}")
         t = self.threshold
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0:
-            raise ValueError(f"--mtp-threshold must be a number in [0, 1], got {t!r}")
+            raise MTPStartupError(f"--mtp-threshold must be a number in [0, 1], got {t!r}")
         m = self.mask_token_id
         if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 0):
-            raise ValueError(f"--mtp-mask-token-id must be a non-negative integer, got {m!r}")
+            raise MTPStartupError(f"--mtp-mask-token-id must be a non-negative integer, got {m!r}")
 
     @property
     def width(self) -> int:
@@ -76,7 +102,7 @@ class MTPConfig:
         try:
             return MTPConfig(**json.loads(raw))
         except (TypeError, json.JSONDecodeError) as e:
-            raise ValueError(f"bad {ENV_CONFIG}={raw!r}: {e}") from None
+            raise MTPStartupError(f"bad {ENV_CONFIG}={raw!r}: {e}") from None
 
 
 def add_cli_args(result, parser: argparse.ArgumentParser):
@@ -111,7 +137,7 @@ def from_cli_args(result, cls, args: argparse.Namespace):
     cfg = MTPConfig(strategy=args.mtp_strategy, threshold=args.mtp_threshold,
                     k_max=args.mtp_k_max, mask_token_id=args.mtp_mask_token_id)
     if result.speculative_algorithm not in (None, ALGORITHM):
-        raise ValueError(f"--decode-mode mtp cannot be combined with "
+        raise MTPStartupError(f"--decode-mode mtp cannot be combined with "
                          f"--speculative-algorithm {result.speculative_algorithm}")
     os.environ[ENV_CONFIG] = cfg.to_env()
     if cfg.k_max > 1:  # k_max 1 is plain decoding: SGLang's own path, unchanged (see plain.py)
@@ -157,8 +183,29 @@ def resolve_mask_token_id(hf_config, tokenizer_path: Optional[str], explicit: Op
         except (OSError, ValueError):
             pass
     name = getattr(hf_config, "_name_or_path", None) or tokenizer_path
-    raise ValueError(
+    raise MTPStartupError(
         f"--decode-mode mtp: checkpoint {name!r} has no {MASK_TOKEN} mask token "
         "(no config.mtp_mask_token_id and no <MTP> in its tokenizer). Convert it with "
         "`sglang-mtp convert SRC DST` (sglang_mtp.convert) or pass --mtp-mask-token-id."
     )
+
+
+def check_mask_in_vocab(mask_id: int, vocab_size: int) -> None:
+    """The mask id must index the model's embedding and un-embedding rows."""
+    if not 0 <= mask_id < vocab_size:
+        raise MTPStartupError(
+            f"--mtp-mask-token-id {mask_id} is outside the model's vocabulary (vocab_size "
+            f"{vocab_size}): pass the id of the checkpoint's {MASK_TOKEN} token, or leave the flag unset"
+        )
+
+
+def check_cuda_kernels(device: str) -> None:
+    """On a CUDA device the fused ops must have their CUDA kernels (fail before serving)."""
+    from sglang_mtp import ops
+
+    if str(device).startswith("cuda") and not ops.has_cuda_kernels():
+        raise MTPStartupError(
+            "sglang-mtp was built without its CUDA kernels, so --decode-mode mtp cannot run on "
+            f"device {device!r}. Rebuild with a CUDA toolkit: SGLANG_MTP_CUDA=1 pip install "
+            "--no-build-isolation -e .  (the build log says why the CUDA half was skipped)"
+        )

@@ -12,47 +12,68 @@ sampler: non-greedy sampling, grammar / regex / JSON constraints, logit bias, pe
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+
 from sglang_mtp.strategy import Strategy
+
+logger = logging.getLogger(__name__)
 
 KEY = "mtp"
 _FIELDS = {"strategy", "threshold", "k_max", "k"}
 _KINDS = ("ntp", "conf_adapt", "static", "verify")
+_WHERE = 'custom_params["mtp"]'
 
 
 def parse_request_mtp(value, default: Strategy, k_limit: int) -> Strategy:
     """The strategy one request asks for (``value`` is ``custom_params["mtp"]``).
 
-    ``k_limit`` is the server's ``--mtp-k-max`` (the forward width is fixed by it).
-    Raises ValueError naming the bad field.
+    ``k_limit`` is the server's ``--mtp-k-max`` (the forward width is fixed by it). Every
+    field is checked whatever the strategy; booleans are never numbers; ``k`` and ``k_max``
+    are aliases and must agree. Raises ValueError naming the bad field.
     """
     if value is None or value is True:
         return default
     if value is False:
         return Strategy.ntp()
     if not isinstance(value, dict):
-        raise ValueError(f'custom_params["mtp"] must be a dict, true or false, got {value!r}')
+        raise ValueError(f"{_WHERE} must be a dict, true or false, got {_show(value)}")
     unknown = set(value) - _FIELDS
     if unknown:
-        raise ValueError(f'custom_params["mtp"] has unknown field(s) {sorted(unknown)}; '
-                         f"allowed: {sorted(_FIELDS)}")
+        raise ValueError(f"{_WHERE} has unknown field(s) {sorted(map(str, unknown))}; allowed: {sorted(_FIELDS)}")
     kind = value.get("strategy", default.kind if default.kind != "ntp" else "conf_adapt")
-    if kind not in _KINDS:
-        raise ValueError(f'custom_params["mtp"]["strategy"] must be one of {_KINDS}, got {kind!r}')
-    k = value.get("k_max", value.get("k", max(default.k, 1)))
+    if not isinstance(kind, str) or kind not in _KINDS:
+        raise ValueError(f'{_WHERE}["strategy"] must be one of {_KINDS}, got {_show(kind)}')
+    if "k" in value and "k_max" in value and value["k"] != value["k_max"]:
+        raise ValueError(f'{_WHERE}: "k" ({_show(value["k"])}) and "k_max" ({_show(value["k_max"])}) '
+                         "contradict each other; send one of them")
+    name = "k_max" if "k_max" in value else "k"
+    k = value.get(name, max(default.k, 1))
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= k_limit:
-        raise ValueError(f'custom_params["mtp"]["k_max"] must be an integer in [1, {k_limit}] '
-                         f"(the server's --mtp-k-max), got {k!r}")
+        raise ValueError(f'{_WHERE}["{name}"] must be an integer in [1, {k_limit}] '
+                         f"(the server's --mtp-k-max), got {_show(k)}")
     tau = value.get("threshold", default.threshold if default.kind == "conf_adapt" else 0.9)
-    try:
-        if kind == "ntp" or k == 1:
-            return Strategy.ntp()
-        if kind == "static":
-            return Strategy.static(k)
-        if kind == "verify":
-            return Strategy.verify(k)
-        return Strategy.conf_adapt(tau, k)
-    except ValueError as e:
-        raise ValueError(f'custom_params["mtp"]: {e}') from None
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or math.isnan(tau) or not 0.0 <= tau <= 1.0:
+        raise ValueError(f'{_WHERE}["threshold"] must be a number in [0, 1], got {_show(tau)}')
+    if kind == "ntp" or k == 1:
+        return Strategy.ntp()
+    if kind == "static":
+        return Strategy.static(k)
+    if kind == "verify":
+        return Strategy.verify(k)
+    return Strategy.conf_adapt(float(tau), k)
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_custom_params(custom) -> None:
+    """Reject a ``custom_params`` that is not an object (SGLang would pass it on as is)."""
+    if custom is not None and not isinstance(custom, dict):
+        raise ValueError(f"custom_params must be an object (a JSON dict), got {type(custom).__name__} {_show(custom)}")
 
 
 def needs_sampler(sp) -> bool:
@@ -65,20 +86,47 @@ def needs_sampler(sp) -> bool:
 
 
 def request_strategy(req, default: Strategy):
-    """(strategy, sampled) for a scheduler ``Req``; ``sampled`` means sampler fallback."""
+    """(strategy, sampled) for a scheduler ``Req``; ``sampled`` means sampler fallback.
+
+    Never raises: the tokenizer process has validated the settings (:func:`verify_hook`);
+    anything that still fails here decodes plainly rather than taking the scheduler down.
+    """
     sp = req.sampling_params
-    custom = sp.custom_params or {}
     if needs_sampler(sp) or getattr(req, "grammar", None) is not None:
         return Strategy.ntp(), True
-    return parse_request_mtp(custom.get(KEY), default, max(default.k, 1)), False
+    custom = sp.custom_params if isinstance(sp.custom_params, dict) else {}
+    try:
+        return parse_request_mtp(custom.get(KEY), default, max(default.k, 1)), False
+    except ValueError as e:
+        logger.warning("request %s: %s; decoding it plainly", getattr(req, "rid", "?"), e)
+        return Strategy.ntp(), False
 
 
 def verify_hook(result, sampling_params, *args, **kwargs):
-    """AFTER hook on ``SamplingParams.verify``: reject bad ``custom_params["mtp"]`` early."""
-    custom = sampling_params.custom_params
-    if isinstance(custom, dict) and KEY in custom:
-        from .flags import MTPConfig
+    """AFTER hook on ``SamplingParams.verify``: reject bad MTP settings before scheduling.
 
+    A non-object ``custom_params`` is rejected on MTP servers only (``SGLANG_MTP_CONFIG`` is
+    published by ``--decode-mode mtp``): a plain server keeps SGLang's own behaviour.
+    """
+    from .flags import ENV_CONFIG, MTPConfig
+
+    custom = sampling_params.custom_params
+    if os.environ.get(ENV_CONFIG):
+        check_custom_params(custom)
+    if isinstance(custom, dict) and KEY in custom:
         cfg = MTPConfig.from_env()
         parse_request_mtp(custom[KEY], cfg.strategy_obj(), cfg.k_max)
+    return result
+
+
+def reject_empty_prompt(result, tokenizer_manager, obj, input_ids, *args, **kwargs):
+    """AFTER hook on ``TokenizerManager._validate_one_request``: an empty prompt is a 400.
+
+    SGLang 0.5.23 accepts ``{"text": ""}`` and its scheduler then dies on the empty prefill
+    (with or without MTP), taking every in-flight request with it.
+    """
+    multimodal = any(getattr(obj, f, None) is not None
+                     for f in ("input_embeds", "image_data", "video_data", "audio_data"))
+    if input_ids is not None and len(input_ids) == 0 and not multimodal:
+        raise ValueError("the prompt is empty (0 input tokens): send a non-empty text or input_ids")
     return result

@@ -13,7 +13,7 @@ import logging
 from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 from sglang.srt.speculative.spec_registry import CustomSpecAlgo, get_spec
 
-from .flags import ALGORITHM, MTPConfig
+from .flags import ALGORITHM, MTPConfig, check_cuda_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -65,19 +65,23 @@ class MTPSpecAlgo(CustomSpecAlgo):
         server_args.speculative_num_steps = 1
         server_args.speculative_eagle_topk = 1
         server_args.enable_mixed_chunk = False
+        check_cuda_kernels(server_args.device)
         _check_mask_token(server_args.model_path, server_args.tokenizer_path, cfg.mask_token_id)
 
 
 def _check_mask_token(model_path, tokenizer_path, explicit) -> None:
-    """Fail at start-up (in the launching process) when the checkpoint has no mask token."""
-    if explicit is not None or model_path is None:
+    """Fail at start-up (in the launching process) when the checkpoint has no usable mask token."""
+    if model_path is None:
         return
     from transformers import AutoConfig
 
-    from .flags import resolve_mask_token_id
+    from .flags import check_mask_in_vocab, resolve_mask_token_id
 
     hf_config = AutoConfig.from_pretrained(model_path, trust_remote_code=True)
-    resolve_mask_token_id(hf_config, tokenizer_path or model_path, None)
+    mask_id = resolve_mask_token_id(hf_config, tokenizer_path or model_path, explicit)
+    vocab_size = getattr(hf_config.get_text_config(), "vocab_size", None)
+    if vocab_size is not None:
+        check_mask_in_vocab(mask_id, vocab_size)
 
 
 def register_algorithm() -> None:

@@ -30,7 +30,7 @@ from sglang.srt.speculative.base_spec_worker import BaseSpecWorker
 from sglang_mtp import ops
 
 from . import plain, step_adapter
-from .flags import MTPConfig, resolve_mask_token_id
+from .flags import MTPConfig, check_cuda_kernels, check_mask_in_vocab, resolve_mask_token_id
 from .params import request_strategy
 from .spec_input import MTPRelay, MTPVerifyInput
 from .state import MTPState
@@ -57,6 +57,8 @@ class MTPWorker(BaseSpecWorker):
             server_args.tokenizer_path or server_args.model_path,
             self.config.mask_token_id,
         )
+        check_cuda_kernels(str(self.device))  # defence in depth: the launcher checked it too
+        check_mask_in_vocab(self.mask_id, self.model_runner.model_config.vocab_size)
         self.max_position = self.model_runner.model_config.context_len
         self.mask_index = torch.tensor([self.mask_id], dtype=torch.int64, device=self.device)
         self.state = None

@@ -10,7 +10,8 @@ from .pipeline import ToyConfig, default_cache_dir, run_pipeline
 
 def ensure_toy_model(cache_dir=None, log=print) -> str:
     """Path of the toy MTP model (HF checkpoint + tokenizer), built on first use."""
-    report = run_pipeline(ToyConfig(), cache_dir, until="mtp", progress=False, log=log)
+    # progress: a bar on a terminal, else a plain line every 50 training steps (logs, CI)
+    report = run_pipeline(ToyConfig(), cache_dir, until="mtp", progress=True, log=log)
     return report["paths"]["mtp"]
 
 

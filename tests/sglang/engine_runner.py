@@ -22,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
+
+from tests.sglang.live_server import probe_idle
 
 HERE = Path(__file__).resolve().parent
 CPU_ENGINE = dict(device="cpu", attention_backend="torch_native", disable_cuda_graph=True, dtype="float32",
@@ -77,19 +78,6 @@ def _flush(eng, tries: int = 20):
     return {"flushed": False}
 
 
-def _probe(path: str, timeout: float = 30.0):
-    # The idle check runs while the scheduler has nothing to do; wait for a fresh record.
-    start = time.time()
-    while time.time() - start < timeout:
-        if os.path.exists(path) and os.path.getmtime(path) > start + 0.5:
-            with open(path) as f:
-                rec = json.load(f)
-            nums = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", rec["messages"][0])}
-            return {"leak": rec["leak"], "line": rec["messages"][0], **nums}
-        time.sleep(0.2)
-    return {"error": "no idle leak check observed"}
-
-
 def main(spec_path: str):
     spec = json.loads(Path(spec_path).read_text())
     sys.path.insert(0, str(HERE / "probe_dist"))  # the test probe plugin (children inherit)
@@ -119,7 +107,7 @@ def main(spec_path: str):
             if job["op"] == "flush":
                 res = _flush(eng)
             elif job["op"] == "probe":
-                res = _probe(probe_file)
+                res = probe_idle(probe_file)
             else:
                 res = ops[job["op"]](eng, job)
             results.append(res)

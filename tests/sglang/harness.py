@@ -41,9 +41,10 @@ def reference(model, prompts, strategies, max_new_tokens, stop_token_ids=None):
     return [r.tokens for r in out]
 
 
-def run_engine(tmp_path: Path, name: str, model_path, jobs, mtp=None, engine=None, timeout=ENGINE_TIMEOUT):
+def run_engine(tmp_path: Path, name: str, model_path, jobs, mtp=None, engine=None, timeout=ENGINE_TIMEOUT, env=None):
     """Run ``jobs`` against one Engine in a subprocess.
 
+    ``env``: extra environment variables for the Engine's processes.
     Returns the runner's record: ``results`` (one per job), ``startup_s``, and
     ``startup_error`` when the Engine refused to start.
     """
@@ -52,7 +53,7 @@ def run_engine(tmp_path: Path, name: str, model_path, jobs, mtp=None, engine=Non
     spec_path = tmp_path / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec))
     env = {**os.environ, "SGLANG_PYSPY_DUMP_BEFORE_CRASH": "0", "SGLANG_CUDA_COREDUMP_BEFORE_CRASH": "0",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "tests.sglang.engine_runner", str(spec_path)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=timeout)
     log = proc.stdout[-4000:] + proc.stderr[-8000:]

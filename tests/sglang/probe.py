@@ -4,6 +4,7 @@ Loaded through ``probe_dist/`` (a dist-info that the Engine runner puts on ``sys
 only when ``SGLANG_MTP_TEST_PROBE`` names a file. SGLang's idle check computes
 ``available + evictable + protected + ... == total`` for the KV pool; this AFTER hook writes
 the latest result there, so a test can assert the free count returned to its idle value.
+It also counts the requests SGLang retracts under memory pressure (``<file>.retracted``).
 """
 
 import json
@@ -24,6 +25,15 @@ def register():
         os.replace(tmp, path)
         return result
 
+    def count_retractions(result, batch, *args, **kwargs):
+        retracted = result[0]
+        done = int(open(path + ".retracted").read()) if os.path.exists(path + ".retracted") else 0
+        with open(path + ".retracted", "w") as f:
+            f.write(str(done + len(retracted)))
+        return result
+
     HookRegistry.register(
         "sglang.srt.managers.scheduler_components.invariant_checker.SchedulerInvariantChecker._check_all_pools",
         record, HookType.AFTER)
+    HookRegistry.register("sglang.srt.managers.schedule_batch.ScheduleBatch.retract_decode",
+                          count_retractions, HookType.AFTER)

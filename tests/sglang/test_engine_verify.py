@@ -42,6 +42,28 @@ def test_verify_equals_plain_sglang_and_reference(ckpt):
     assert not probe["leak"] and probe["available"] == probe["total"], probe
 
 
+def test_retracted_requests_finish_losslessly_without_leaks(ckpt):
+    # A KV pool too small for the batch, and SGLang's own retraction test switch (retract
+    # decoding requests every 3 steps): retracted requests free their KV and re-prefill later
+    # with their output so far. Verify mode must stay lossless and leak nothing.
+    tmp, model = ckpt
+    prompts = random_prompts(12, seed=3, min_len=8, max_len=16)
+    greedy = {"temperature": 0, "max_new_tokens": 60, "ignore_eos": True}
+    lossy = {**greedy, "custom_params": {"mtp": {"strategy": "conf_adapt", "threshold": 0.5}}}
+    params = [greedy] * 8 + [lossy] * 4  # lossy requests restart their blocks: no parity, no crash
+    jobs = [{"op": "generate", "input_ids": prompts, "sampling_params": params}, {"op": "flush"}, {"op": "probe"}]
+    out = run_engine(tmp, "retract", tmp / "ckpt", jobs, mtp={"strategy": "verify", "k_max": 3},
+                     engine={"max_total_tokens": 384, "schedule_conservativeness": 0.01},
+                     env={"SGLANG_TEST_RETRACT": "1"})["results"]
+    probe = out[2]
+    assert probe["retracted"] > 0, probe  # the path under test really ran
+    outs = out[0]["outputs"]
+    assert [o["finish_reason"] for o in outs] == ["length"] * len(prompts)
+    assert all(len(o["output_ids"]) == 60 for o in outs)
+    assert [o["output_ids"] for o in outs[:8]] == reference(model, prompts[:8], ["ntp"] * 8, 60)
+    assert not probe["leak"] and probe["available"] == probe["total"], probe
+
+
 def test_checkpoint_without_mask_token_refused_at_startup(tmp_path):
     build_checkpoint(tmp_path / "plain_ckpt", with_mask=False)
     data = run_engine(tmp_path, "nomask", tmp_path / "plain_ckpt", [], mtp={"strategy": "conf_adapt"})

@@ -131,17 +131,94 @@ def test_request_mtp_settings(value, expected):
 
 
 @pytest.mark.parametrize("value, needle", [
-    ({"threshold": -0.1}, "threshold"), ({"k_max": 5}, "k_max"), ({"k_max": 2.0}, "k_max"),
+    ({"threshold": -0.1}, r'\["threshold"\]'), ({"k_max": 5}, r'\["k_max"\]'), ({"k_max": 2.0}, "k_max"),
     ({"strategy": "beam"}, "strategy"), ({"tau": 0.9}, "unknown field"), ("0.9", "must be a dict"),
+    # the same checks whatever the strategy; booleans are never numbers
+    ({"threshold": "abc"}, r'\["threshold"\].*abc'), ({"strategy": "verify", "threshold": 2}, "threshold"),
+    ({"strategy": "static", "threshold": float("nan")}, "threshold"), ({"threshold": True}, "threshold"),
+    ({"k_max": True}, "k_max"), ({"k": 0}, r'\["k"\]'), ({"strategy": ["conf_adapt"]}, "strategy"),
+    ({"strategy": None}, "strategy"), ([{"k_max": 2}], "must be a dict"), (3, "must be a dict"),
+    # contradictory aliases name both fields
+    ({"k": 100, "k_max": 2}, r'"k" \(100\) and "k_max" \(2\)'),
 ])
 def test_bad_request_mtp_settings(value, needle):
     with pytest.raises(ValueError, match=needle):
         params.parse_request_mtp(value, DEFAULT, 4)
 
 
+def test_agreeing_k_aliases_are_accepted():
+    assert params.parse_request_mtp({"k": 3, "k_max": 3}, DEFAULT, 4) == Strategy.conf_adapt(0.9, 3)
+
+
+@pytest.mark.parametrize("custom", [[{"mtp": {"k_max": 100}}], "mtp", 5, 1.5, True])
+def test_non_object_custom_params_rejected_on_an_mtp_server(custom, monkeypatch):
+    monkeypatch.setenv(flags.ENV_CONFIG, flags.MTPConfig(k_max=4).to_env())
+    with pytest.raises(ValueError, match="custom_params must be an object"):
+        params.verify_hook(None, SimpleNamespace(custom_params=custom))
+    monkeypatch.delenv(flags.ENV_CONFIG)  # a plain server keeps SGLang's behaviour
+    assert params.verify_hook("ok", SimpleNamespace(custom_params=custom)) == "ok"
+
+
+@pytest.mark.parametrize("custom", [[{"mtp": {"k_max": 100}}], "mtp", 5, {"mtp": {"k_max": 100}}])
+def test_scheduler_never_raises_on_request_settings(custom):
+    # The tokenizer validates; whatever still reaches the scheduler decodes plainly.
+    req = SimpleNamespace(rid="r", grammar=None, sampling_params=_sp(custom_params=custom))
+    assert params.request_strategy(req, DEFAULT) == (
+        (DEFAULT, False) if not isinstance(custom, dict) else (Strategy.ntp(), False))
+
+
+@pytest.mark.parametrize("ids, extra, rejected", [
+    ([], {}, True), ([5], {}, False), (None, {"input_embeds": [[0.1]]}, False), ([], {"image_data": ["x"]}, False),
+])
+def test_empty_prompt_is_rejected(ids, extra, rejected):
+    obj = SimpleNamespace(**{"input_embeds": None, "image_data": None, "video_data": None, "audio_data": None,
+                             **extra})
+    if rejected:
+        with pytest.raises(ValueError, match="prompt is empty"):
+            params.reject_empty_prompt(None, object(), obj, ids)
+    else:
+        assert params.reject_empty_prompt("ok", object(), obj, ids) == "ok"
+
+
+def test_mask_id_outside_the_vocabulary_is_a_startup_error():
+    flags.check_mask_in_vocab(0, 10)
+    flags.check_mask_in_vocab(9, 10)
+    for bad in (10, 99999):
+        with pytest.raises(flags.MTPStartupError, match=f"--mtp-mask-token-id {bad} is outside.*vocab_size 10"):
+            flags.check_mask_in_vocab(bad, 10)
+
+
+def test_cuda_device_needs_the_cuda_kernels(monkeypatch):
+    from sglang_mtp import ops
+
+    monkeypatch.setattr(ops, "has_cuda_kernels", lambda: False)
+    flags.check_cuda_kernels("cpu")
+    with pytest.raises(flags.MTPStartupError, match="built without its CUDA kernels.*SGLANG_MTP_CUDA=1"):
+        flags.check_cuda_kernels("cuda")
+    monkeypatch.setattr(ops, "has_cuda_kernels", lambda: True)
+    flags.check_cuda_kernels("cuda:0")
+
+
+@pytest.mark.parametrize("debug", ["0", "1"])
+def test_startup_errors_print_one_line(debug):
+    # launch_server lets a start-up error propagate to the top: one line unless SGLANG_MTP_DEBUG=1.
+    code = ("from sglang_mtp.sglang_plugin import flags; flags.install_excepthook(); "
+            "flags.MTPConfig(k_max=0)")
+    env = {**__import__("os").environ, flags.DEBUG_ENV: debug}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    if debug == "0":
+        assert lines == ["error: sglang-mtp: --mtp-k-max must be an integer in [1, 64], got 0 "
+                         "(traceback: SGLANG_MTP_DEBUG=1)"]
+    else:
+        assert lines[0].startswith("Traceback") and "MTPStartupError" in lines[-1]
+
+
 def _sp(**kw):
     base = dict(top_k=1, json_schema=None, regex=None, ebnf=None, structural_tag=None, frequency_penalty=0.0,
-                presence_penalty=0.0, repetition_penalty=1.0, min_new_tokens=0, logit_bias=None)
+                presence_penalty=0.0, repetition_penalty=1.0, min_new_tokens=0, logit_bias=None,
+                custom_params=None)
     return SimpleNamespace(**{**base, **kw})
 
 

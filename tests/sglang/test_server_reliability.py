@@ -1,0 +1,132 @@
+"""No request can take an MTP server down: the known reproductions, a fuzz run, bad start-up flags.
+
+Every test talks HTTP to the session's ONE live server (``conftest.server``); the fuzz test
+ends with SGLang's idle KV-pool check and a greedy request checked against the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.models import random_prompts
+from tests.sglang.harness import build_checkpoint, reference
+from tests.sglang.live_server import REPO, health, post, probe_idle
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+
+def _generate(base, sampling_params, **request):
+    request.setdefault("input_ids", [5, 6, 7])
+    return post(base + "/generate", {**request, "sampling_params": sampling_params})
+
+
+@pytest.mark.parametrize("custom", [[{"mtp": {"k_max": 100}}], "mtp", 5])
+def test_non_object_custom_params_is_a_400(server, custom):
+    status, body = _generate(server.base, {"max_new_tokens": 4, "custom_params": custom})
+    assert status == 400 and "custom_params must be an object" in json.dumps(body), (status, body)
+    assert health(server.base) == 200
+
+
+@pytest.mark.parametrize("mtp, needle", [
+    ({"threshold": "abc"}, 'threshold'), ({"strategy": "verify", "threshold": 2}, "threshold"),
+    ({"threshold": True}, "threshold"), ({"k": 100, "k_max": 2}, '\\"k\\" (100) and \\"k_max\\" (2)'),
+])
+def test_bad_mtp_fields_are_a_400_naming_the_field(server, mtp, needle):
+    status, body = _generate(server.base, {"max_new_tokens": 4, "custom_params": {"mtp": mtp}})
+    assert status == 400 and needle in json.dumps(body), (status, body)
+
+
+@pytest.mark.parametrize("request_", [{"text": ""}, {"input_ids": []}])
+def test_empty_prompt_is_a_400(server, request_):
+    status, body = post(server.base + "/generate", {**request_, "sampling_params": {"max_new_tokens": 4}})
+    assert status == 400 and "empty" in json.dumps(body), (status, body)  # text: ours; ids: SGLang's
+    assert health(server.base) == 200
+
+
+def test_out_of_vocabulary_mask_id_is_a_one_line_startup_error(tmp_path):
+    build_checkpoint(tmp_path / "ckpt")
+    cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(tmp_path / "ckpt"),
+           "--device", "cpu", "--decode-mode", "mtp", "--mtp-mask-token-id", "99999"]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    errors = [line for line in out.stderr.splitlines() if "sglang-mtp" in line]
+    assert len(errors) == 1 and "--mtp-mask-token-id 99999 is outside the model's vocabulary" in errors[0]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+
+
+# -- fuzz --------------------------------------------------------------------------------
+# Any JSON value, with numbers at the edges (NaN/inf, huge, negative) and the type confusions
+# a client makes; placed where the plugin and SGLang read request fields.
+_numbers = st.one_of(st.integers(-2**63, 2**63), st.sampled_from([0, 1, -1, 2**31, 0.5, 1e30, -0.0]),
+                     st.floats(allow_nan=True, allow_infinity=True))
+_json = st.recursive(
+    st.one_of(st.none(), st.booleans(), _numbers, st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=6)
+_mtp = st.one_of(_json, st.dictionaries(
+    st.sampled_from(["strategy", "threshold", "k_max", "k", "tau"]),
+    st.one_of(_json, st.sampled_from(["conf_adapt", "static", "verify", "ntp"]), st.integers(0, 5),
+              st.floats(-0.5, 1.5)), max_size=4))
+_custom = st.one_of(_json, st.fixed_dictionaries({"mtp": _mtp}), st.dictionaries(st.text(max_size=6), _json, max_size=2))
+_sampling = st.dictionaries(
+    st.sampled_from(["temperature", "top_p", "top_k", "min_p", "max_new_tokens", "stop", "stop_token_ids",
+                     "ignore_eos", "n", "frequency_penalty", "repetition_penalty", "min_new_tokens",
+                     "logit_bias", "skip_special_tokens", "no_such_field"]),
+    st.one_of(_json, st.integers(0, 8), st.floats(0, 2)), max_size=4)
+_prompt = st.one_of(st.fixed_dictionaries({"input_ids": st.lists(st.integers(3, 40), min_size=1, max_size=12)}),
+                    st.fixed_dictionaries({"text": st.text(max_size=12)}),
+                    st.fixed_dictionaries({"input_ids": _json}))
+_request = st.tuples(_prompt, _sampling, _custom)
+FUZZ_BATCHES, FUZZ_BATCH = 40, 8  # 320 requests, 8 in flight at a time
+
+
+def _send(base, req):
+    prompt, sampling, custom = req
+    sampling = {"max_new_tokens": 6, **sampling, "custom_params": custom}
+    if isinstance(sampling.get("max_new_tokens"), int) and sampling["max_new_tokens"] > 64:
+        sampling["max_new_tokens"] = 64  # keep the run short; huge values are fuzzed below
+    try:
+        status, _ = post(base + "/generate", {**prompt, "sampling_params": sampling}, timeout=120)
+    except (ConnectionError, OSError) as e:  # urllib wraps a dropped connection as URLError(OSError)
+        return f"dropped: {e}"
+    return status
+
+
+def test_fuzzed_requests_never_take_the_server_down(server):
+    seen = {}
+
+    @hypothesis.settings(max_examples=FUZZ_BATCHES, derandomize=True, database=None, deadline=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(st.lists(_request, min_size=FUZZ_BATCH, max_size=FUZZ_BATCH))
+    def batch(reqs):
+        with ThreadPoolExecutor(FUZZ_BATCH) as pool:
+            statuses = list(pool.map(lambda r: _send(server.base, r), reqs))
+        for status, req in zip(statuses, reqs):
+            seen[status] = seen.get(status, 0) + 1
+            assert status == 200 or (isinstance(status, int) and 400 <= status < 500), (status, req)
+        assert health(server.base) == 200
+
+    batch()
+    # Huge budgets are accepted or refused, never fatal.
+    for big in (2**31, 10**12):
+        status, _ = _generate(server.base, {"max_new_tokens": big, "ignore_eos": True})
+        assert status == 200 or 400 <= status < 500
+    print(f"fuzz: {sum(seen.values())} requests, statuses {seen}")
+    assert sum(seen.values()) == FUZZ_BATCHES * FUZZ_BATCH and seen.get(200, 0) > 0 and len(seen) > 1
+
+    # Idle: no KV slot or request slot leaked (SGLang's own accounting, radix cache flushed).
+    assert post(server.base + "/flush_cache", {})[0] == 200
+    idle = probe_idle(server.probe)
+    assert "error" not in idle and not idle["leak"] and idle["available"] == idle["total"], idle
+    # And the server still decodes exactly like the reference decoder.
+    prompts = random_prompts(2, seed=5)
+    status, body = post(server.base + "/generate", {
+        "input_ids": prompts, "sampling_params": {"temperature": 0, "max_new_tokens": 12}})
+    assert status == 200
+    assert [b["output_ids"] for b in body] == reference(server.model, prompts, ["conf_adapt:0.5:3"] * 2, 12)
