@@ -103,7 +103,8 @@ def bench_scan(device, B, k, V, dtype, peak):
     nbytes = logits.numel() * logits.element_size() + R * 12
     gbs = nbytes / t_f / 1e9
     return dict(op="confidence_scan", B=B, k=k, V=V, dtype=str(dtype).replace("torch.", ""), fused_us=t_f * 1e6,
-                unfused_us=t_u * 1e6, speedup=t_u / t_f, bytes=nbytes, GBps=gbs, pct_copy_bw=100 * gbs / peak)
+                unfused_us=t_u * 1e6, speedup=t_u / t_f, bytes=nbytes, GBps=gbs, pct_copy_bw=100 * gbs / peak,
+                Gelem_s=logits.numel() / t_f / 1e9)
 
 
 def bench_commit(device, B, W, peak):
@@ -147,12 +148,13 @@ def hardware(device):
 
 def table(rows, hw, peak):
     out = [f"Hardware: {hw}; measured copy bandwidth {peak:.1f} GB/s", "",
-           "| op | B | k/W | V | dtype | fused us | unfused us | speed-up | GB/s | % copy BW |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| op | B | k/W | V | dtype | fused us | unfused us | speed-up | GB/s | % copy BW | Gelem/s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        elems = f"{r['Gelem_s']:.2f}" if "Gelem_s" in r else "-"
         out.append(f"| {r['op']} | {r['B']} | {r.get('k', r.get('W'))} | {r.get('V', '-')} | {r.get('dtype', 'int')} | "
                    f"{r['fused_us']:.1f} | {r['unfused_us']:.1f} | {r['speedup']:.2f}x | {r['GBps']:.1f} | "
-                   f"{r['pct_copy_bw']:.0f}% |")
+                   f"{r['pct_copy_bw']:.0f}% | {elems} |")
     return "\n".join(out)
 
 
@@ -169,6 +171,9 @@ def main():
     grid = [(1, 4, 32000)] if a.quick else [(B, k, V) for V in (32000, 151936) for B in (1, 4, 16) for k in (4, 16)]
     if a.device == "cuda" and not a.quick:  # R * V >= 2^26: the bandwidth-bound regime
         grid += [(64, 16, 151936)]
+        # R = 528 / 700 / 768 rows: just past the one-CTA-per-row switch (R >= 4 x SMs on an
+        # H100/H200) a nearly empty last wave would show up as a GB/s dip.
+        grid += [(132, 4, 151936), (175, 4, 151936), (192, 4, 151936)]
     dtypes = [torch.float32] if a.quick else [torch.float32, torch.bfloat16]
     rows = [bench_scan(a.device, B, k, V, dt, peak) for dt in dtypes for (B, k, V) in grid]
     rows += [bench_commit(a.device, B, W, peak) for (B, W) in ([(4, 15)] if a.quick else [(1, 15), (16, 15), (256, 31)])]

@@ -164,6 +164,55 @@ def test_rows_outside_blocks_are_ignored(device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("V", [151936, 262144])
+def test_specials_across_row_splits(device, dtype, V):
+    # Few rows and a large V: the CUDA scan splits every row over many CTAs, so ties, +inf,
+    # NaN and all -inf rows must merge correctly across splits (lowest index wins).
+    gen = torch.Generator().manual_seed(V)
+    logits = (torch.randn(6, V, generator=gen) * 2).to(torch.float32)
+    top = [3, V // 2 + 1, V - 1]                      # a three-way tie for the max, far apart
+    logits[0, top] = 50.0
+    logits[1, [V // 3, V - 2]] = float("inf")         # two +inf in different splits: the first wins
+    logits[2, ::7] = float("nan")                     # NaN counts as -inf
+    logits[2, V - 5] = 60.0
+    logits[3] = float("-inf")                         # nothing above -inf: lowest unsuppressed id
+    logits[4, :] = 1.0                                # a flat row: every id ties
+    logits[5, [0, V - 1]] = 40.0                      # tie between the first and last id
+    logits = logits.to(dtype)
+    starts, lens, R = make_blocks([2, 1, 3])
+    tok, conf, _ = check_against_ref(logits.to(device), starts.to(device), lens.to(device),
+                                     torch.tensor([0.5, 0.0, 0.9], device=device), None, 0)
+    assert tok.tolist() == [3, V // 3, V - 5, 1, 1, V - 1]  # id 0 is suppressed
+    assert conf[1].item() == pytest.approx(0.5) and conf[3].item() == 0.0
+
+
+@pytest.mark.parametrize("dtype,V", [(torch.float32, 32001), (torch.bfloat16, 151935), (torch.float16, 4099)])
+def test_misaligned_rows(device, dtype, V):
+    # A view one element into its storage: no row starts on a 16-byte boundary, so the
+    # vectorised loads must handle the unaligned head of every row.
+    gen = torch.Generator().manual_seed(V)
+    R = 5
+    base = (torch.randn(R * V + 1, generator=gen) * 3).to(dtype).to(device)
+    logits = base[1:].view(R, V)
+    assert logits.is_contiguous() and logits.storage_offset() == 1
+    starts, lens, _ = make_blocks([2, 3])
+    _, rconf, _ = confidence_scan_ref(logits.cpu(), starts, lens, torch.zeros(2))
+    tau = safe_thresholds(rconf, starts, lens, gen)
+    check_against_ref(logits, starts.to(device), lens.to(device), tau.to(device))
+
+
+def test_many_blocks(device):
+    # B = 2048 blocks: the accept step runs over more than one CUDA block.
+    gen = torch.Generator().manual_seed(2048)
+    lens = torch.randint(1, 4, (2048,), generator=gen).tolist()
+    starts, blen, R = make_blocks(lens)
+    logits = torch.randn(R, 500, generator=gen) * 4
+    _, rconf, _ = confidence_scan_ref(logits, starts, blen, torch.zeros(2048))
+    tau = safe_thresholds(rconf, starts, blen, gen)
+    check_against_ref(logits.to(device), starts.to(device), blen.to(device), tau.to(device))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_opcheck(device, dtype):
     logits = torch.randn(10, 333, generator=torch.Generator().manual_seed(2)).to(dtype).to(device)
     s, n, _ = make_blocks([4, 6], device=device)

@@ -18,6 +18,7 @@
 // Numerics: fp32 accumulation, __expf (a few ulp), confidence clamped to [0, 1].
 
 #include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContextLight.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -103,7 +104,7 @@ struct AcceptArgs {
 
 // Leading run of confident rows (at least 1, at most block_len), then cut just
 // after the first stop token among the accepted rows.
-__device__ int accept_block(int b, const AcceptArgs& a, const int64_t* tokens,
+__device__ int accept_block(int64_t b, const AcceptArgs& a, const int64_t* tokens,
                             const float* confidence) {
   const int64_t start = a.block_start[b], len = a.block_len[b];
   if (start < 0 || len <= 0 || start + len > a.R) return 0;  // see the file comment
@@ -135,19 +136,15 @@ finalize_accept_kernel(const RowState* __restrict__ partial, int splits, int V, 
     }
     __syncthreads();
   }
-  for (int b = blockIdx.x * blockDim.x + threadIdx.x; b < a.B; b += gridDim.x * blockDim.x)
+  // 64-bit: a 32-bit b += gridDim.x * blockDim.x could wrap for a huge B.
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t b = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; b < a.B; b += step)
     a.accept_len[b] = accept_block(b, a, tokens, confidence);
 }
 
 int sm_count(int device) {
-  static int cache[256] = {0};  // benign race: every writer stores the same value
-  if (device < 0 || device >= 256) return 132;
-  if (cache[device] == 0) {
-    int n = 0;
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-    cache[device] = std::max(n, 1);
-  }
-  return cache[device];
+  // torch caches the properties per device behind a once-flag (thread-safe).
+  return std::max(at::cuda::getDeviceProperties(device)->multiProcessorCount, 1);
 }
 
 // Enough CTAs to fill the GPU, but at least two vectors per thread per split.
