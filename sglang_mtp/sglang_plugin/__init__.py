@@ -57,7 +57,7 @@ def _register_hooks() -> list:
         (metrics.TARGET, metrics.add_forward_passes),
         ("sglang.srt.sampling.sampling_params.SamplingParams.verify", params.verify_hook),
         ("sglang.srt.managers.tokenizer_manager.TokenizerManager._validate_one_request",
-         params.reject_empty_prompt),
+         params.check_prompt),
     ]
     for target, fn in hooks:
         HookRegistry.register(target, fn, HookType.AFTER)

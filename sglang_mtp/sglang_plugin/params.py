@@ -119,14 +119,19 @@ def verify_hook(result, sampling_params, *args, **kwargs):
     return result
 
 
-def reject_empty_prompt(result, tokenizer_manager, obj, input_ids, *args, **kwargs):
-    """AFTER hook on ``TokenizerManager._validate_one_request``: an empty prompt is a 400.
-
-    SGLang 0.5.23 accepts ``{"text": ""}`` and its scheduler then dies on the empty prefill
-    (with or without MTP), taking every in-flight request with it.
-    """
+def check_prompt(result, tokenizer_manager, obj, input_ids, *args, **kwargs):
+    """AFTER hook on ``TokenizerManager._validate_one_request``: a 400 for prompts that
+    SGLang 0.5.23 accepts and its scheduler then dies on, taking every in-flight request with
+    it (with or without MTP): an empty prompt (``{"text": ""}``) and token ids outside the
+    vocabulary (the prefill's embedding lookup fails)."""
     multimodal = any(getattr(obj, f, None) is not None
                      for f in ("input_embeds", "image_data", "video_data", "audio_data"))
-    if input_ids is not None and len(input_ids) == 0 and not multimodal:
+    if input_ids is None or multimodal:
+        return result
+    if len(input_ids) == 0:
         raise ValueError("the prompt is empty (0 input tokens): send a non-empty text or input_ids")
+    vocab = tokenizer_manager.model_config.vocab_size
+    bad = next((t for t in input_ids if not (isinstance(t, int) and 0 <= t < vocab)), None)
+    if bad is not None:
+        raise ValueError(f"input_ids holds token id {bad}, outside the model's vocabulary [0, {vocab})")
     return result

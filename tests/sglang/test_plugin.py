@@ -167,17 +167,19 @@ def test_scheduler_never_raises_on_request_settings(custom):
         (DEFAULT, False) if not isinstance(custom, dict) else (Strategy.ntp(), False))
 
 
-@pytest.mark.parametrize("ids, extra, rejected", [
-    ([], {}, True), ([5], {}, False), (None, {"input_embeds": [[0.1]]}, False), ([], {"image_data": ["x"]}, False),
+@pytest.mark.parametrize("ids, extra, needle", [
+    ([], {}, "prompt is empty"), ([5], {}, None), ([0, 9], {}, None), ([5, 10], {}, "token id 10, outside"),
+    ([-1], {}, "token id -1, outside"), (None, {"input_embeds": [[0.1]]}, None), ([], {"image_data": ["x"]}, None),
 ])
-def test_empty_prompt_is_rejected(ids, extra, rejected):
+def test_prompt_checks(ids, extra, needle):
     obj = SimpleNamespace(**{"input_embeds": None, "image_data": None, "video_data": None, "audio_data": None,
                              **extra})
-    if rejected:
-        with pytest.raises(ValueError, match="prompt is empty"):
-            params.reject_empty_prompt(None, object(), obj, ids)
+    manager = SimpleNamespace(model_config=SimpleNamespace(vocab_size=10))
+    if needle:
+        with pytest.raises(ValueError, match=needle):
+            params.check_prompt(None, manager, obj, ids)
     else:
-        assert params.reject_empty_prompt("ok", object(), obj, ids) == "ok"
+        assert params.check_prompt("ok", manager, obj, ids) == "ok"
 
 
 def test_mask_id_outside_the_vocabulary_is_a_startup_error():

@@ -49,6 +49,13 @@ def test_empty_prompt_is_a_400(server, request_):
     assert health(server.base) == 200
 
 
+@pytest.mark.parametrize("ids", [[5, 100000], [-3]])
+def test_out_of_vocabulary_prompt_ids_are_a_400(server, ids):
+    status, body = post(server.base + "/generate", {"input_ids": ids, "sampling_params": {"max_new_tokens": 4}})
+    assert status == 400 and "outside the model's vocabulary" in json.dumps(body), (status, body)
+    assert health(server.base) == 200
+
+
 def test_out_of_vocabulary_mask_id_is_a_one_line_startup_error(tmp_path):
     build_checkpoint(tmp_path / "ckpt")
     cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(tmp_path / "ckpt"),
