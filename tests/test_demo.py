@@ -23,6 +23,7 @@ def test_demo_reference_part(quick_toy):
     out = run_demo(quick_toy, "--no-engine")
     assert out.returncode == 0, out.stderr
     assert "[ntp] 36 tokens, 36 passes" in out.stdout  # 3 prompts x 12 tokens (EOS never learned)
+    assert "1 thread(s), timings: the median of 3 alternating runs" in out.stdout
     assert "[conf_adapt tau=0.9 k_max=4]" in out.stdout and "speed-up over ntp" in out.stdout
     assert "\x1b[" in out.stdout  # the coloured chunks
 
