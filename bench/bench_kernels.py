@@ -13,12 +13,14 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 
 import torch
 
-from sglang_mtp import ops
-from sglang_mtp.reference import kv_commit_ref
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/ (state generator)
+from sglang_mtp import ops  # noqa: E402
+from sglang_mtp.ops.step_reference import accept_commit_ref, step_inputs_ref
 
 
 def unfused_scan(logits, start, lens, tau, stops, suppress, k):
@@ -107,32 +109,31 @@ def bench_scan(device, B, k, V, dtype, peak):
                 Gelem_s=logits.numel() / t_f / 1e9)
 
 
-def bench_commit(device, B, W, peak):
-    P, C = max(B, 64) * 2, 4096
-    table = torch.randint(0, 1 << 20, (P, C), dtype=torch.int32, device=device)
-    pool = torch.randperm(P, device=device)[:B]
-    lens = torch.randint(0, C - W, (B,), device=device)
-    loc = torch.randperm(1 << 20, device=device)[: B * W].view(B, W)
-    keep = torch.randint(0, W + 1, (B,), dtype=torch.int32, device=device)
-    ref_table = table.cpu().clone()
-    ref = kv_commit_ref(ref_table, pool.cpu(), lens.cpu(), loc.cpu(), keep.cpu())
-    out = ops.kv_commit(table, pool, lens, loc, keep)
-    assert torch.equal(table.cpu(), ref_table) and all(torch.equal(a.cpu(), b) for a, b in zip(out, ref))
-    cols = torch.arange(W, device=device)
+def bench_step(device, B, k_max, peak):
+    """step_inputs + accept_commit (the decode step around the forward and the scan) vs their
+    plain-torch definitions, on a random mixed-strategy worker state."""
+    from tests.test_mtp_step import MASK, STATE, fake_scan, random_state
 
-    def unfused():  # index_put + boolean compaction, the natural torch spelling
-        kept = cols[None, :] < keep[:, None]
-        rows = pool[:, None].expand(B, W)[kept]
-        table[rows, (lens[:, None] + cols[None, :])[kept]] = loc[kept].int()
-        rel = loc[~kept]
-        out = torch.full((B * W,), -1, dtype=torch.int64, device=device)
-        out[: rel.numel()] = rel
-        return lens + keep, out, torch.tensor(rel.numel(), device=device)
+    state, rows, seq_lens, table, W, gen = random_state(B, k_max, seed=B)
+    blocks = step_inputs_ref(*[state[n] for n in STATE[:7]], rows, seq_lens, table, MASK, W, 4096)
+    tokens, accept = fake_scan(state, rows, W, gen, blocks[4:])
+    st = {n: t.to(device) for n, t in state.items()}
+    rows, seq_lens, table, tokens, accept, attn = (t.to(device) for t in (rows, seq_lens, table, tokens, accept,
+                                                                         blocks[2]))
+    s_args = [st[n] for n in STATE[:7]]
+    a_args = [st[n] for n in ("pending", "pending_len", "draft_len", "k", "verify", "first", "first_token", "sampled")]
 
-    t_f = timed(lambda: ops.kv_commit(table, pool, lens, loc, keep), device)
-    t_u = timed(unfused, device, graph=False)  # boolean indexing syncs: not capturable
-    nbytes = B * W * (8 + 4 + 8) + B * 28
-    return dict(op="kv_commit", B=B, W=W, fused_us=t_f * 1e6, unfused_us=t_u * 1e6, speedup=t_u / t_f,
+    def fused():
+        ops.step_inputs(*s_args, rows, seq_lens, table, MASK, W, 4096)
+        ops.accept_commit(tokens, accept, rows, attn, *a_args, None, MASK, W)
+
+    def unfused():
+        step_inputs_ref(*s_args, rows, seq_lens, table, MASK, W, 4096)
+        accept_commit_ref(tokens, accept, rows, attn, *a_args, None, MASK, W)
+
+    t_f, t_u = timed(fused, device), timed(unfused, device)
+    nbytes = B * W * 8 * 7 + B * 64  # state rows, forward inputs and step outputs (int64)
+    return dict(op="mtp_step", B=B, k=k_max, fused_us=t_f * 1e6, unfused_us=t_u * 1e6, speedup=t_u / t_f,
                 bytes=nbytes, GBps=nbytes / t_f / 1e9, pct_copy_bw=100 * nbytes / t_f / 1e9 / peak)
 
 
@@ -148,11 +149,11 @@ def hardware(device):
 
 def table(rows, hw, peak):
     out = [f"Hardware: {hw}; measured copy bandwidth {peak:.1f} GB/s", "",
-           "| op | B | k/W | V | dtype | fused us | unfused us | speed-up | GB/s | % copy BW | Gelem/s |",
+           "| op | B | k | V | dtype | fused us | unfused us | speed-up | GB/s | % copy BW | Gelem/s |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         elems = f"{r['Gelem_s']:.2f}" if "Gelem_s" in r else "-"
-        out.append(f"| {r['op']} | {r['B']} | {r.get('k', r.get('W'))} | {r.get('V', '-')} | {r.get('dtype', 'int')} | "
+        out.append(f"| {r['op']} | {r['B']} | {r['k']} | {r.get('V', '-')} | {r.get('dtype', 'int')} | "
                    f"{r['fused_us']:.1f} | {r['unfused_us']:.1f} | {r['speedup']:.2f}x | {r['GBps']:.1f} | "
                    f"{r['pct_copy_bw']:.0f}% | {elems} |")
     return "\n".join(out)
@@ -176,7 +177,7 @@ def main():
         grid += [(132, 4, 151936), (175, 4, 151936), (192, 4, 151936)]
     dtypes = [torch.float32] if a.quick else [torch.float32, torch.bfloat16]
     rows = [bench_scan(a.device, B, k, V, dt, peak) for dt in dtypes for (B, k, V) in grid]
-    rows += [bench_commit(a.device, B, W, peak) for (B, W) in ([(4, 15)] if a.quick else [(1, 15), (16, 15), (256, 31)])]
+    rows += [bench_step(a.device, B, 8, peak) for B in ([4] if a.quick else [1, 16, 256])]
     hw = hardware(a.device)
     md = table(rows, hw, peak)
     print(md)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-call GPU check (no network needed): rebuild the extension with CUDA, smoke-test the
-# CUDA ops (incl. CUDA-graph capture), run the op tests and the kernel benchmark.
+# CUDA ops (incl. CUDA-graph capture of the whole decode step), run the op tests and the kernel
+# benchmark.
 # Every step runs even if an earlier one failed; exit codes are recorded in the summary.
 # Output: $OUT/gpu_check_<stamp>.log if OUT is set, else bench/results/gpu_check_<stamp>.log
 # The benchmark writes its markdown/JSON into the same folder.
@@ -43,7 +44,7 @@ if [ "${RC[build_pip]}" -ne 0 ]; then  # fall back to an in-place build
 fi
 echo "build seconds: $(( $(date +%s) - t0 ))"
 "$PY" -c 'import torch, sglang_mtp.ops
-for op in ("confidence_scan", "kv_commit"):
+for op in sglang_mtp.ops.OPS:
     d = torch._C._dispatch_dump("sglang_mtp::" + op)
     print(d)
     assert "CUDA" in d, op + " has no CUDA kernel registered"'
@@ -52,7 +53,7 @@ RC[cuda_registered]=$?
 # --- smoke: CUDA vs the plain-torch reference, then CUDA-graph capture + graph timing ------
 timeout 120 "$PY" - <<'PYEOF'
 import torch, sglang_mtp.ops as ops
-from sglang_mtp.reference import confidence_scan_ref, kv_commit_ref
+from sglang_mtp.ops.reference import confidence_scan_ref
 torch.manual_seed(0)
 dev = "cuda"
 bad = 0
@@ -71,15 +72,6 @@ for R, V, B, k in [(16, 151936, 1, 16), (19, 111, 19, 1), (99, 500, 33, 3), (64,
               and torch.allclose(ref[1], got[1].cpu(), rtol=1e-3, atol=1e-5))
         bad += not ok
         print(f"confidence_scan R={R} V={V} {dt}: {'OK' if ok else 'MISMATCH'}")
-P, C, B, W = 40, 64, 19, 5
-rtt = torch.randint(0, 1000, (P, C), dtype=torch.int32)
-pool = torch.randperm(P)[:B].to(torch.int64); seq = torch.randint(0, C - W, (B,))
-loc = torch.randint(0, 10**6, (B, W)); keep = torch.randint(0, W + 1, (B,), dtype=torch.int32)
-rtt_ref = rtt.clone(); ref = kv_commit_ref(rtt_ref, pool, seq, loc, keep)
-rtt_d = rtt.to(dev); got = ops.kv_commit(rtt_d, pool.to(dev), seq.to(dev), loc.to(dev), keep.to(dev))
-ok = torch.equal(rtt_ref, rtt_d.cpu()) and all(torch.equal(a, b.cpu()) for a, b in zip(ref, got))
-bad += not ok
-print("kv_commit:", "OK" if ok else "MISMATCH")
 # CUDA-graph capture (no host sync allowed inside), then time graph replays: per-call
 # GPU time without the Python/dispatcher overhead that an event pair around one call sees.
 def graph_time(R, V, dt, calls):
@@ -124,8 +116,12 @@ raise SystemExit(1 if bad else 0)
 PYEOF
 RC[smoke]=$?
 
+# --- the fused decode step: eager under sync-debug "error", one CUDA graph, CPU reference ---
+timeout 200 "$PY" bench/gpu_step_check.py
+RC[step]=$?
+
 # --- tests ---------------------------------------------------------------------------------
-timeout "${TEST_TIMEOUT:-200}" "$PY" -m pytest -q -rA tests/test_confidence_scan.py tests/test_kv_commit.py
+timeout "${TEST_TIMEOUT:-200}" "$PY" -m pytest -q -rA tests/test_confidence_scan.py tests/test_mtp_step.py
 RC[pytest]=$?
 
 # --- benchmark -----------------------------------------------------------------------------

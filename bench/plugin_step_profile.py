@@ -4,6 +4,7 @@
     python bench/plugin_step_profile.py --mode static:2       # MTP, static k=2
     python bench/plugin_step_profile.py --mode static:2 --plain-requests   # {"mtp": false} on an MTP server
     python bench/plugin_step_profile.py --mode static:2 --pyspy 8          # + py-spy profile of the scheduler
+    python bench/plugin_step_profile.py --count-ops                        # no Engine: ops per step (worker_step.py)
 
 Starts one Engine (tiny random model, torch_native attention, float32), warms it up, then
 times ``--reps`` single greedy requests of ``--new`` tokens and of 1 token: the time of one
@@ -128,7 +129,17 @@ def main():
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--pyspy", type=float, default=0.0)
     ap.add_argument("--disable-overlap", action="store_true")
+    ap.add_argument("--count-ops", action="store_true",
+                    help="no Engine: aten ops and CPU time of the worker's decode step (bench/worker_step.py)")
+    ap.add_argument("--batch", default="1,8,32", help="--count-ops batch sizes")
+    ap.add_argument("--k-max", type=int, default=8, help="--count-ops k_max")
     args = ap.parse_args()
+    if args.count_ops:
+        from bench.worker_step import report
+
+        print(f"MTP worker decode step, k_max {args.k_max}, mixed conf_adapt/static/verify/plain requests")
+        print(report([int(b) for b in args.batch.split(",")], args.k_max))
+        return
     extra = {"disable_overlap_schedule": True} if args.disable_overlap else {}
     eng = start(args.mode, extra)
     custom = {"mtp": False} if args.plain_requests else None

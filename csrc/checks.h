@@ -4,6 +4,8 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <tuple>
+#include <utility>
 
 #define MTP_CHECK_ARG(cond, op, ...) TORCH_CHECK_VALUE(cond, op, ": ", __VA_ARGS__)
 
@@ -50,6 +52,68 @@ inline void check_scan_args(const at::Tensor& logits, const at::Tensor& block_st
     check_tensor(*stop_token_ids, op, "stop_token_ids", at::kLong, 1);
     check_same_device(*stop_token_ids, logits, op, "stop_token_ids", "logits");
   }
+}
+
+// The MTP step state both step ops read ([P] per slot; pending [P, Pw]).
+inline void check_step_state(const at::Tensor& pending, const at::Tensor& pending_len, const at::Tensor& draft_len,
+                             const at::Tensor& k, const at::Tensor& verify, const at::Tensor& first,
+                             const char* op) {
+  check_tensor(pending, op, "pending", at::kLong, 2);
+  const int64_t P = pending.size(0);
+  using Arg = std::tuple<const at::Tensor*, const char*, at::ScalarType>;
+  for (const auto& [t, name, dtype] : {Arg{&pending_len, "pending_len", at::kInt}, Arg{&draft_len, "draft_len", at::kInt},
+                                       Arg{&k, "k", at::kInt}, Arg{&verify, "verify", at::kBool},
+                                       Arg{&first, "first", at::kBool}}) {
+    check_tensor(*t, op, name, dtype, 1);
+    check_len(*t, P, op, name, "P (pending rows)");
+    check_same_device(*t, pending, op, name, "pending");
+  }
+}
+
+// A per-slot [P] tensor (threshold, first_token, sampled) or a per-request [B] one.
+inline void check_vector(const at::Tensor& t, const at::Tensor& pending, int64_t n, const char* what,
+                         at::ScalarType dtype, const char* op, const char* name) {
+  check_tensor(t, op, name, dtype, 1);
+  check_len(t, n, op, name, what);
+  check_same_device(t, pending, op, name, "pending");
+}
+
+// rows (the batch's pool rows) and seq_lens (committed KV lengths): int64 [B]; width in [1, Pw].
+inline void check_step_batch(const at::Tensor& rows, const at::Tensor& seq_lens, const at::Tensor& pending,
+                             int64_t width, const char* op) {
+  check_vector(rows, pending, rows.dim() == 1 ? rows.size(0) : -1, "B", at::kLong, op, "rows");
+  check_vector(seq_lens, pending, rows.size(0), "B", at::kLong, op, "seq_lens");
+  MTP_CHECK_ARG(width >= 1 && width <= pending.size(1), op, "width must be in [1, ", pending.size(1),
+                "] (the pending width), got ", width);
+}
+
+inline void check_step_inputs_args(const at::Tensor& pending, const at::Tensor& pending_len,
+                                   const at::Tensor& draft_len, const at::Tensor& k, const at::Tensor& threshold,
+                                   const at::Tensor& verify, const at::Tensor& first, const at::Tensor& rows,
+                                   const at::Tensor& seq_lens, const at::Tensor& req_to_token, int64_t width,
+                                   int64_t max_position, const char* op) {
+  check_step_state(pending, pending_len, draft_len, k, verify, first, op);
+  check_vector(threshold, pending, pending.size(0), "P (pending rows)", at::kFloat, op, "threshold");
+  check_step_batch(rows, seq_lens, pending, width, op);
+  check_tensor(req_to_token, op, "req_to_token", at::kInt, 2);
+  check_same_device(req_to_token, pending, op, "req_to_token", "pending");
+  MTP_CHECK_ARG(max_position >= 1, op, "max_position must be >= 1, got ", max_position);
+}
+
+inline void check_accept_commit_args(const at::Tensor& tokens, const at::Tensor& accept_len, const at::Tensor& rows,
+                                     const at::Tensor& seq_lens, const at::Tensor& pending,
+                                     const at::Tensor& pending_len, const at::Tensor& draft_len, const at::Tensor& k,
+                                     const at::Tensor& verify, const at::Tensor& first, const at::Tensor& first_token,
+                                     const at::Tensor& sampled, const std::optional<at::Tensor>& samples,
+                                     int64_t width, const char* op) {
+  check_step_state(pending, pending_len, draft_len, k, verify, first, op);
+  check_step_batch(rows, seq_lens, pending, width, op);
+  const int64_t B = rows.size(0), P = pending.size(0);
+  check_vector(tokens, pending, B * width, "B * width", at::kLong, op, "tokens");
+  check_vector(accept_len, pending, B, "B", at::kInt, op, "accept_len");
+  check_vector(first_token, pending, P, "P (pending rows)", at::kLong, op, "first_token");
+  check_vector(sampled, pending, P, "P (pending rows)", at::kBool, op, "sampled");
+  if (samples.has_value()) check_vector(*samples, pending, B, "B", at::kLong, op, "samples");
 }
 
 }  // namespace sglang_mtp

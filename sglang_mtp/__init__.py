@@ -1,6 +1,6 @@
 """sglang-mtp: multi-token-prediction decoding (Kirchenbauer et al. 2026) for SGLang.
 
-Submodules: ``ops`` (fused kernels), ``reference`` (their plain-torch definitions),
+Submodules: ``ops`` (fused kernels; ``ops.reference``, ``ops.step_reference``: their plain-torch definitions),
 ``strategy`` (decoding strategies); see the README for the decoder, plugin and trainer.
 """
 

@@ -74,20 +74,36 @@ def accept(logits, pending, pending_len, draft_len, k, threshold, verify, mask_t
     logits: [B*W, V] (row b*W + j = after query j of request b); stop_token_ids: int64 [S];
     budget: int [B] tokens each request may still emit (None = unlimited).
     """
-    B, P = pending.shape
+    B = pending.shape[0]
     W = logits.shape[0] // B
-    dev = logits.device
+    starts, block_len, thr = block_args(pending_len, draft_len, k, threshold, verify, W)
+    if stop_token_ids is not None:
+        stop_token_ids = stop_token_ids.to(device=logits.device, dtype=torch.int64)
+    tokens, _, scan_len = confidence_scan(
+        logits, starts, block_len, thr, stop_token_ids, suppress_token_id=mask_token_id
+    )
+    return accept_tokens(tokens.view(B, W), scan_len, pending, pending_len, draft_len, k, verify,
+                         mask_token_id, max_k, stop_token_ids, budget)
+
+
+def block_args(pending_len, draft_len, k, threshold, verify, width: int):
+    """The ``confidence_scan`` block of each request: (block_start int32 [B], block_len
+    int32 [B], threshold float32 [B]). The block starts at the row of the last verified token;
+    verify blocks are its drafts (threshold 0: the scan only finds their argmaxes)."""
+    B = pending_len.shape[0]
+    base = pending_len.long() - 1 - draft_len.long()  # [B]
+    block_len = torch.where(verify, draft_len.long() + 1, k.long())
+    thr = torch.where(verify, torch.zeros_like(threshold), threshold).float()
+    starts = torch.arange(B, device=pending_len.device) * width + base
+    return starts.int(), block_len.int(), thr
+
+
+def accept_tokens(tok, scan_len, pending, pending_len, draft_len, k, verify, mask_token_id: int, max_k: int,
+                  stop_token_ids=None, budget=None) -> StepOutput:
+    """The accept rule on the scan's results: ``tok`` int64 [B, W] argmax of every query row,
+    ``scan_len`` int32 [B] the scan's accept length of each block (see :func:`accept`)."""
     pending_len, draft_len, k = pending_len.long(), draft_len.long(), k.long()
     base = pending_len - 1 - draft_len  # [B] query row of the last verified token
-    block_len = torch.where(verify, draft_len + 1, k)
-    thr = torch.where(verify, torch.zeros_like(threshold), threshold).float()
-    starts = torch.arange(B, device=dev) * W + base
-    if stop_token_ids is not None:
-        stop_token_ids = stop_token_ids.to(device=dev, dtype=torch.int64)
-    tokens, _, scan_len = confidence_scan(
-        logits, starts.int(), block_len.int(), thr, stop_token_ids, suppress_token_id=mask_token_id
-    )
-    tok = tokens.view(B, W)  # [B, W] argmax of every query row
     j = _accepted_drafts(tok, pending, base, draft_len, max_k) * verify  # [B]
     emit_len = torch.where(verify, torch.minimum(j + 1, scan_len.long()), scan_len.long())
     if budget is not None:

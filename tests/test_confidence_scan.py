@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sglang_mtp import ops
-from sglang_mtp.reference import confidence_scan_ref
+from sglang_mtp.ops.reference import confidence_scan_ref
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 

@@ -6,7 +6,7 @@
 SGLang runs :func:`register` in every one of its processes (launcher, schedulers,
 detokenizer) before it parses server arguments. Modules: ``flags`` (CLI flags, Engine
 helper), ``spec`` (the ``MTP`` algorithm), ``worker`` + ``state`` (the decoding worker),
-``step_adapter`` (one decode step via :mod:`sglang_mtp.step`), ``commit`` (keeps SGLang's
+(the decode step itself is the fused ops of :mod:`sglang_mtp.ops`), ``commit`` (keeps SGLang's
 committed KV length truthful), ``params`` (per-request ``custom_params``), ``plain`` (all-plain decode
 steps), ``metrics`` (``mtp_forward_passes``), ``graphs``
 (CUDA-graph capture), ``cpu_shims`` (CPU-only compatibility), ``client`` (``sgl.function``).

@@ -30,11 +30,11 @@ from sglang.srt.model_executor.forward_batch_info import ForwardMode
 from .spec_input import MTPRelay
 
 
-def can_bypass(batch, state, rows_host) -> bool:
+def can_bypass(batch, state, idx) -> bool:
     """Whether a decode batch can take the plain path: every request decodes one token per
     step (k == 1, so none is in a first MTP step) and no logprobs are asked for (their
     speculative bookkeeping lives in the verify path)."""
-    return not batch.return_logprob and state.all_plain(rows_host)
+    return not batch.return_logprob and state.all_plain(idx)
 
 
 def plain_decode(worker, batch, on_publish) -> GenerationBatchResult:

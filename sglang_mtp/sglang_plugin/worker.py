@@ -1,4 +1,4 @@
-"""The MTP decoding worker: SGLang's speculative-worker contract around :mod:`sglang_mtp.step`.
+"""The MTP decoding worker: SGLang's speculative-worker contract around the fused step ops.
 
 SGLang hands every batch to ``forward_batch_generation``:
 
@@ -6,21 +6,26 @@ SGLang hands every batch to ``forward_batch_generation``:
   last prompt row with the ``<MTP>`` id suppressed (fallback requests keep SGLang's sample).
 - decode: ONE forward of a fixed width W = 2*k_max-1 per request
   (``ForwardMode.TARGET_VERIFY``): the request's pending tokens followed by masks, so every
-  request shares the forward whatever its k or tau. A request's first decode step re-feeds
-  the last prompt token (see :mod:`.step_adapter`) so that its block is exactly the
-  reference decoder's first pass (prompt + k-1 masks).
+  request shares the forward whatever its k or tau. ``ops.step_inputs`` builds it from the
+  per-slot state (:mod:`.state`), ``ops.confidence_scan`` scans its logits, and
+  ``ops.accept_commit`` applies the accept rule and writes the next state: the semantics of
+  :mod:`sglang_mtp.step` (the reference decoder). A request's first decode step re-feeds the
+  last prompt token so that its block is exactly the reference decoder's first pass (prompt +
+  k-1 masks); see :mod:`sglang_mtp.ops.step_reference`.
 
 KV: SGLang has already reserved the slots after each request's committed KV in
 ``req_to_token`` (2*W per request); the forward writes its W tokens there, so committing the
-``keep`` real tokens is ``new_seq_lens = seq_lens + keep`` and nothing moves. ``ops.kv_commit``
-is not needed here: its table write would rewrite the same slots, and its per-step release
-would double-free slots SGLang still counts as allocated (SGLang frees the uncommitted tail
-with the request). :mod:`.commit` keeps SGLang's committed length equal to the real KV.
+``keep`` real tokens is ``new_seq_lens = seq_lens + keep`` (``ops.accept_commit``) and nothing
+moves: releasing the mask slots per step would double-free slots SGLang still counts as
+allocated (SGLang frees the uncommitted tail with the request). :mod:`.commit` keeps SGLang's
+committed length equal to the real KV.
 """
 
 from __future__ import annotations
 
 import logging
+
+import numpy as np
 import torch
 from sglang.srt.layers.logprob_processor import compute_spec_logprobs
 from sglang.srt.managers.utils import GenerationBatchResult
@@ -29,7 +34,7 @@ from sglang.srt.speculative.base_spec_worker import BaseSpecWorker
 
 from sglang_mtp import ops
 
-from . import plain, step_adapter
+from . import plain
 from .flags import MTPConfig, check_cuda_kernels, check_mask_in_vocab, resolve_mask_token_id
 from .params import request_strategy
 from .spec_input import MTPRelay, MTPVerifyInput
@@ -107,61 +112,74 @@ class MTPWorker(BaseSpecWorker):
         result.next_token_ids = first
         ends = torch.tensor(batch.extend_lens, dtype=torch.int64).cumsum(0) - 1
         last_prompt = batch.input_ids.to(torch.int64)[ends.to(self.device, non_blocking=True)]
-        self.state.admit(batch.req_pool_indices, [r.kv.req_pool_idx for r in batch.reqs],
-                         strategies, sampled, last_prompt, first)
+        self.state.admit(batch.req_pool_indices, _host_rows(batch), strategies, sampled, last_prompt, first)
 
     # -- decode ----------------------------------------------------------------------------
     def _decode(self, batch, on_publish):
+        """One decode step: four calls (step_inputs, forward, confidence_scan, accept_commit)
+        plus SGLang's own bookkeeping, whatever the batch size."""
         rows = batch.req_pool_indices  # [B]
-        rows_host = [r.kv.req_pool_idx for r in batch.reqs]
-        if plain.can_bypass(batch, self.state, rows_host):
+        idx = _host_rows(batch)  # [B] numpy, for the host-side decisions
+        state = self.state
+        if plain.can_bypass(batch, state, idx):
             result = plain.plain_decode(self, batch, on_publish)
             batch.forward_mode = ForwardMode.DECODE
             return result
         # A batch of plain-decoding requests only needs one query each (no masks).
-        width = 1 if self.state.all_plain(rows_host) else self.width
-        st = self.state.gather(rows)
-        inp = step_adapter.build_inputs(st, rows, batch.seq_lens, self.req_to_token_pool.req_to_token,
-                                        self.mask_id, width, self.max_position)
-        first_host = self.state.first_mask_host(rows_host)
-        if any(first_host) and batch.seq_lens_cpu is not None:
-            # First steps attend from P-1 (see step_adapter); keep the host mirror in step.
-            batch.seq_lens_cpu = batch.seq_lens_cpu - torch.tensor(first_host, dtype=torch.int64)
+        width = 1 if state.all_plain(idx) else self.width
+        input_ids, positions, attn_lens, loc, start, length, tau = ops.step_inputs(
+            *state.tensors(), rows, batch.seq_lens, self.req_to_token_pool.req_to_token, self.mask_id, width,
+            self.max_position)
+        first = state.host_first[idx]
+        if batch.seq_lens_cpu is not None and first.any():
+            # First steps attend from P-1 (see ops.step_inputs); keep the host mirror in step.
+            batch.seq_lens_cpu = batch.seq_lens_cpu - torch.from_numpy(first.astype(np.int64))
             batch.seq_lens_sum = int(batch.seq_lens_cpu.sum())
-        batch.seq_lens = inp.seq_lens
+        batch.seq_lens = attn_lens
         batch.forward_mode = ForwardMode.TARGET_VERIFY
-        batch.input_ids = inp.input_ids.reshape(-1)
-        batch.out_cache_loc = inp.out_cache_loc.reshape(-1)
-        batch.spec_info = MTPVerifyInput(inp.positions.reshape(-1), width)
+        batch.input_ids = input_ids.reshape(-1)
+        batch.out_cache_loc = loc.reshape(-1)
+        batch.spec_info = MTPVerifyInput(positions.reshape(-1), width)
         result = self._target_worker.forward_batch_generation(batch, is_verify=True)
         logits = result.logits_output.next_token_logits  # [B * W, V]
 
-        samples = self._sample_fallback(batch, logits, inp, width) if self.state.any_sampled(rows_host) else None
-        out, nxt = step_adapter.accept(logits, st, inp, self.mask_id, width, samples)
-        self.state.update(rows, rows_host, *nxt)
+        samples = self._sample_fallback(batch, logits, positions, width) if state.any_sampled(idx) else None
+        tokens, _, accept_len = ops.confidence_scan(logits.contiguous(), start, length, tau, None, self.mask_id)
+        emitted, emit_len, new_seq_lens, last, emit_rows, predict = ops.accept_commit(
+            tokens, accept_len, rows, attn_lens, state.pending, state.pending_len, state.draft_len, state.k,
+            state.verify, state.first, state.first_token, state.sampled, samples, self.mask_id, width)
+        state.stepped(idx)
         if batch.return_logprob:
-            compute_spec_logprobs(batch, result.logits_output, out.predict, accept_index=out.emit_rows)
+            compute_spec_logprobs(batch, result.logits_output, predict, accept_index=emit_rows)
         if on_publish is not None:
-            on_publish(out.new_seq_lens)
+            on_publish(new_seq_lens)
         batch.forward_mode = ForwardMode.DECODE
         return GenerationBatchResult(
             logits_output=result.logits_output,
-            next_token_ids=out.emitted.reshape(-1),  # stride W + 1, see commit.py
+            next_token_ids=emitted.reshape(-1),  # stride W + 1, see commit.py
             can_run_cuda_graph=result.can_run_cuda_graph,
-            accept_lens=out.emit_len,
-            new_seq_lens=out.new_seq_lens,
-            next_draft_input=MTPRelay(bonus_tokens=out.last_token, new_seq_lens=out.new_seq_lens),
+            accept_lens=emit_len,
+            new_seq_lens=new_seq_lens,
+            next_draft_input=MTPRelay(bonus_tokens=last, new_seq_lens=new_seq_lens),
             speculative_num_draft_tokens=width,
             speculative_output_stride=width + 1,
             num_non_draft_tokens_per_req=0,
         )
 
-    def _sample_fallback(self, batch, logits, inp, width):
+    def _sample_fallback(self, batch, logits, positions, width):
         """SGLang's own sampler on each request's row 0 (temperature, grammar, penalties...).
 
         Only fallback requests use the result; they decode one token per step, from row 0.
         """
-        B = inp.input_ids.shape[0]
+        B = positions.shape[0]
         row0 = logits.view(B, width, -1)[:, 0].clone()  # [B, V]
         row0.index_fill_(1, self.mask_index, float("-inf"))  # <MTP> is never emitted
-        return plain.sample(self.model_runner, batch, row0, inp.positions[:, 0])
+        return plain.sample(self.model_runner, batch, row0, positions[:, 0])
+
+
+def _host_rows(batch) -> np.ndarray:
+    """The batch's pool rows on the host (SGLang keeps a CPU copy; no device read)."""
+    idx = batch.req_pool_indices_cpu
+    if idx is None or len(idx) != len(batch.reqs):
+        return np.array([r.kv.req_pool_idx for r in batch.reqs], dtype=np.int64)
+    return idx.numpy()

@@ -63,25 +63,3 @@ def _accept_lengths(tokens, confidence, block_start, block_len, threshold, stop_
                 break
         accept[b] = a
     return accept
-
-
-def kv_commit_ref(req_to_token, req_pool_indices, seq_lens, cache_loc, keep):
-    """Reference for :func:`sglang_mtp.ops.kv_commit` (modifies ``req_to_token`` in place).
-
-    req_to_token: int32 [P, C]; req_pool_indices, seq_lens: int64 [B]; cache_loc: int64 [B, W];
-    keep: int32 [B]. Returns new_seq_lens int64 [B], released int64 [B*W] (-1 padded),
-    num_released int64 0-d.
-    """
-    B, W = cache_loc.shape
-    released = []
-    for b in range(B):
-        row, start, k = int(req_pool_indices[b]), int(seq_lens[b]), int(keep[b])
-        for j in range(W):
-            if j < k:
-                req_to_token[row, start + j] = int(cache_loc[b, j])
-            else:
-                released.append(int(cache_loc[b, j]))
-    out = torch.full((B * W,), -1, dtype=torch.int64, device=cache_loc.device)
-    out[: len(released)] = torch.tensor(released, dtype=torch.int64)
-    new_seq_lens = seq_lens + keep.to(torch.int64)
-    return new_seq_lens, out, torch.tensor(len(released), dtype=torch.int64, device=cache_loc.device)
