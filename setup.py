@@ -134,7 +134,7 @@ setup(
     package_data={"sglang_mtp": ["data/*"]},
     python_requires=">=3.10",
     install_requires=["torch", "numpy", "transformers"],
-    extras_require={"sglang": ["sglang==0.5.23"], "test": ["pytest"]},
+    extras_require={"sglang": ["sglang==0.5.23"], "test": ["pytest", "hypothesis"], "gguf": ["gguf", "accelerate"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},
     entry_points={

