@@ -7,14 +7,14 @@ its parent process; one Engine start costs 30-60 s on 2 cores, so each start run
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.sglang.live_server import REPO, child_env
+
 ENGINE_TIMEOUT = 600
 
 sglang = pytest.importorskip("sglang", reason="SGLang is not installed (requirements/sglang-cpu.txt)")
@@ -52,8 +52,7 @@ def run_engine(tmp_path: Path, name: str, model_path, jobs, mtp=None, engine=Non
     spec = {"model": str(model_path), "mtp": mtp, "engine": engine or {}, "jobs": jobs, "out": str(out)}
     spec_path = tmp_path / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec))
-    env = {**os.environ, "SGLANG_PYSPY_DUMP_BEFORE_CRASH": "0", "SGLANG_CUDA_COREDUMP_BEFORE_CRASH": "0",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **(env or {})}
+    env = child_env(**(env or {}))
     proc = subprocess.run([sys.executable, "-m", "tests.sglang.engine_runner", str(spec_path)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=timeout)
     log = proc.stdout[-4000:] + proc.stderr[-8000:]

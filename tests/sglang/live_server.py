@@ -64,17 +64,23 @@ def wait_healthy(base, proc, timeout=400):
     return False
 
 
+def child_env(*paths, **extra) -> dict:
+    """The environment of an SGLang child process: no py-spy or core dumps on a crash, the
+    repository (plus ``paths``) importable, then ``extra``."""
+    path = os.pathsep.join([str(REPO), *map(str, paths), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "SGLANG_PYSPY_DUMP_BEFORE_CRASH": "0", "SGLANG_CUDA_COREDUMP_BEFORE_CRASH": "0",
+            "PYTHONPATH": path, **extra}
+
+
 def launch(tmp, ckpt, *flags, probe=None):
     port = free_port()
     cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(ckpt), "--port", str(port),
            "--device", "cpu", "--attention-backend", "torch_native", "--disable-cuda-graph", "--dtype", "float32",
            "--mem-fraction-static", "0.3", "--max-total-tokens", "2048", "--log-level", "warning", *flags]
-    env = {**os.environ, "SGLANG_PYSPY_DUMP_BEFORE_CRASH": "0", "SGLANG_CUDA_COREDUMP_BEFORE_CRASH": "0",
-           "OMP_NUM_THREADS": "1", "SGLANG_ENABLE_STRICT_MEM_CHECK_DURING_IDLE": "1"}
-    if probe is not None:  # the test probe plugin records SGLang's idle KV-pool check
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests" / "sglang" / "probe_dist"),
-                                             env.get("PYTHONPATH", "")])
-        env["SGLANG_MTP_TEST_PROBE"] = str(probe)
+    # With ``probe``, the test probe plugin records SGLang's idle KV-pool check in that file.
+    paths = [REPO / "tests" / "sglang" / "probe_dist"] if probe is not None else []
+    extra = {"SGLANG_MTP_TEST_PROBE": str(probe)} if probe is not None else {}
+    env = child_env(*paths, OMP_NUM_THREADS="1", SGLANG_ENABLE_STRICT_MEM_CHECK_DURING_IDLE="1", **extra)
     log = open(tmp / f"server-{port}.log", "w")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return proc, f"http://127.0.0.1:{port}", log
