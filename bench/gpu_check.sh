@@ -121,7 +121,7 @@ timeout 200 "$PY" bench/gpu_step_check.py
 RC[step]=$?
 
 # --- tests ---------------------------------------------------------------------------------
-timeout "${TEST_TIMEOUT:-200}" "$PY" -m pytest -q -rA tests/test_confidence_scan.py tests/test_mtp_step.py
+timeout "${TEST_TIMEOUT:-200}" "$PY" -m pytest -q -rA tests/test_confidence_scan.py tests/test_mtp_step.py tests/test_sampling.py
 RC[pytest]=$?
 
 # --- benchmark -----------------------------------------------------------------------------

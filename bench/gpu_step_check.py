@@ -2,7 +2,10 @@
 -> accept_commit, run (1) eagerly under ``torch.cuda.set_sync_debug_mode("error")`` (any host
 sync raises), (2) captured in ONE CUDA graph and replayed, and (3) on the CPU reference ops.
 All three must agree exactly, for several steps in a row (the state written by one step feeds
-the next). Part of ``bench/gpu_check.sh``; exits 1 on a mismatch.
+the next). The sampled step (truncate -> sample_scan, mixed greedy and sampled requests) must
+agree exactly between eager and graph replay; its agreement with the CPU kernels is reported
+(float rounding on the two devices may flip a near-tie). Part of ``bench/gpu_check.sh``;
+exits 1 on a mismatch.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sglang_mtp import ops  # noqa: E402
 from sglang_mtp.ops.step_reference import accept_commit_ref, step_inputs_ref  # noqa: E402
+from sglang_mtp.sampling import RowSampling, Sampling  # noqa: E402
+from sglang_mtp.step import sample_tokens  # noqa: E402
 from tests.test_mtp_step import MASK, random_state  # noqa: E402
 
 V = 512
@@ -27,15 +32,35 @@ def fake_forward(input_ids, positions, table):
     return table[input_ids.reshape(-1) % table.shape[0]] * 4 + positions.reshape(-1, 1).float() * 1e-3
 
 
-def step(st, rows, seq_lens, req_to_token, table, W, fused=True):
+def step(st, rows, seq_lens, req_to_token, table, W, fused=True, sampling=None):
     inputs = (ops.step_inputs if fused else step_inputs_ref)(
         *[st[n] for n in INPUT_STATE], rows, seq_lens, req_to_token, MASK, W, 4096)
     ids, pos, attn, _loc, start, length, tau = inputs
     logits = fake_forward(ids, pos, table)
-    tokens, _, accept = ops.confidence_scan(logits, start, length, tau, None, MASK)
+    if sampling is None:
+        tokens, _, accept = ops.confidence_scan(logits, start, length, tau, None, MASK)
+    else:
+        tokens, accept = sample_tokens(logits, start, length, tau, None, MASK, sampling, pos[:, 0] + 1, W)
     out = (ops.accept_commit if fused else accept_commit_ref)(
         tokens, accept, rows, attn, *[st[n] for n in ACCEPT_STATE], None, MASK, W)
     return inputs + tuple(out)
+
+
+def capture(run_step, graph_st, state):
+    """Warm up on a side stream, then capture one step in a CUDA graph that reads and writes
+    ``graph_st`` in place; capture does not run the kernels, so graph_st is reset to ``state``."""
+    warm = {n: t.clone() for n, t in graph_st.items()}
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        run_step(warm)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        graph_out = run_step(graph_st)
+    for n, t in state.items():
+        graph_st[n].copy_(t.cuda())
+    return g, graph_out
 
 
 def check(B, k_max, steps=4):
@@ -45,18 +70,7 @@ def check(B, k_max, steps=4):
     eager = {n: t.cuda() for n, t in state.items()}
     graph_st = {n: t.cuda() for n, t in state.items()}
     dev = [t.cuda() for t in (rows, seq_lens, req_to_token, table)]
-    # Warm up on a side stream, capture one step (the graph reads and writes graph_st in place).
-    warm = {n: t.clone() for n, t in graph_st.items()}
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        step(warm, *dev, W)
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        graph_out = step(graph_st, *dev, W)
-    for n, t in state.items():  # capture does not run the kernels: start from the same state
-        graph_st[n].copy_(t.cuda())
+    g, graph_out = capture(lambda st: step(st, *dev, W), graph_st, state)
     ok = True
     for i in range(steps):
         ref = step(cpu, rows, seq_lens, req_to_token, table, W, fused=False)
@@ -74,6 +88,39 @@ def check(B, k_max, steps=4):
     return ok
 
 
+def check_sampled(B, k_max, steps=4):
+    state, rows, seq_lens, req_to_token, W, _ = random_state(B, k_max, seed=7 * B + k_max, C=1024)
+    table = torch.randn(V, V, generator=torch.Generator().manual_seed(2))
+    kinds = [Sampling(0.0), Sampling(0.8), Sampling(1.0, top_k=20, top_p=0.9), Sampling(1.3, min_p=0.05)]
+    rs = RowSampling.build([kinds[i % 4] for i in range(B)], list(range(B)))
+    cpu = {n: t.clone() for n, t in state.items()}
+    eager = {n: t.cuda() for n, t in state.items()}
+    graph_st = {n: t.cuda() for n, t in state.items()}
+    dev = [t.cuda() for t in (rows, seq_lens, req_to_token, table)]
+    rs_dev = RowSampling(*(t.cuda() for t in rs[:5]), rs.truncates)
+    g, graph_out = capture(lambda st: step(st, *dev, W, sampling=rs_dev), graph_st, state)
+    ok = True
+    for i in range(steps):
+        ref = step(cpu, rows, seq_lens, req_to_token, table, W, sampling=rs)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            got = step(eager, *dev, W, sampling=rs_dev)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        g.replay()
+        torch.cuda.synchronize()
+        same = all(torch.equal(a, c) for a, c in zip(got, graph_out))
+        emitted_cpu = sum(int(torch.equal(a.cpu(), r)) for a, r in zip(got, ref))
+        ok &= same
+        print(f"sampled step B={B} k_max={k_max} step {i}: eager == graph {'OK' if same else 'MISMATCH'}; "
+              f"{emitted_cpu}/{len(ref)} outputs equal to the CPU kernels")
+        for n in cpu:  # continue every path from the GPU's state
+            cpu[n] = eager[n].cpu().clone()
+            graph_st[n].copy_(eager[n])
+    return ok
+
+
 if __name__ == "__main__":
     results = [check(B, k) for B, k in [(1, 2), (19, 8), (99, 4), (300, 16), (3, 64)]]
+    results += [check_sampled(B, k) for B, k in [(1, 4), (37, 8), (256, 4)]]
     raise SystemExit(0 if all(results) else 1)

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-format", default="auto", choices=prompts.FORMATS)
     p.add_argument("--num-prompts", type=int, default=32, help="requests per concurrency level (>= c)")
     p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="sampling temperature of every request (0 = greedy; > 0 samples with MTP)")
     p.add_argument("--ignore-eos", action=argparse.BooleanOptionalAction, default=False,
                    help="always generate max-new-tokens (default: stop at EOS)")
     p.add_argument("--warmup", type=int, default=4, help="warm-up requests per mode (excluded)")
@@ -91,6 +93,8 @@ def resolve_args(args: argparse.Namespace, argv) -> argparse.Namespace:
     args.levels = modes.parse_concurrency(args.concurrency)
     if min(args.num_prompts, args.max_new_tokens, args.repeats) < 1:
         raise ValueError("--num-prompts, --max-new-tokens and --repeats must be >= 1")
+    if not 0.0 <= args.temperature < float("inf"):
+        raise ValueError(f"--temperature must be a finite number >= 0, got {args.temperature}")
     return args
 
 
@@ -111,7 +115,7 @@ def build_payloads(args, prompt_list, tokenizer):
     fmt = prompts.resolve_format(args.prompt_format, args.prompts,
                                  bool(getattr(tokenizer, "chat_template", None)))
     texts = [prompts.format_prompt(p, fmt, tokenizer) for p in prompt_list]
-    body = [client.generate_payload(t, args.max_new_tokens, args.ignore_eos) for t in texts]
+    body = [client.generate_payload(t, args.max_new_tokens, args.ignore_eos, args.temperature) for t in texts]
     return fmt, body
 
 
@@ -228,7 +232,8 @@ def main(argv=None) -> int:
                     "sha256": prompts.prompts_sha256(prompt_list), "first_request_text": payloads[0]["text"]}
     result = {"manifest": manifest.build_manifest(public_args, args.model, prompts_info),
               "notes": {"prefix_cache": "flushed before each concurrency level",
-                        "sampling": "greedy (temperature 0), streamed /generate, no MTP request fields",
+                        "sampling": (f"temperature {args.temperature}" if args.temperature > 0 else
+                                     "greedy (temperature 0)") + ", streamed /generate, no MTP request fields",
                         "requests_per_level": f"max(num_prompts, concurrency) = max({args.num_prompts}, c)"},
               "modes": [], "runs": []}
     out_json = args.out / "results.json"

@@ -3,7 +3,9 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <optional>
+#include <vector>
 #include <tuple>
 #include <utility>
 
@@ -51,6 +53,38 @@ inline void check_scan_args(const at::Tensor& logits, const at::Tensor& block_st
   if (stop_token_ids.has_value()) {
     check_tensor(*stop_token_ids, op, "stop_token_ids", at::kLong, 1);
     check_same_device(*stop_token_ids, logits, op, "stop_token_ids", "logits");
+  }
+}
+
+// Block values of confidence_scan / sample_scan on the CPU (reading them costs no device
+// round trip there): lengths >= 1, inside the R rows, thresholds in [0, 1], no overlap.
+inline void check_scan_blocks(const int32_t* start, const int32_t* len, const float* tau, int64_t B, int64_t R,
+                              const char* op) {
+  std::vector<std::pair<int32_t, int32_t>> spans;
+  for (int64_t b = 0; b < B; ++b) {
+    MTP_CHECK_ARG(len[b] >= 1, op, "block_len[", b, "] must be >= 1, got ", len[b]);
+    MTP_CHECK_ARG(start[b] >= 0 && static_cast<int64_t>(start[b]) + len[b] <= R, op, "block ", b, " (block_start ",
+                  start[b], ", block_len ", len[b], ") lies outside the ", R, " logits rows");
+    MTP_CHECK_ARG(tau[b] >= 0.0f && tau[b] <= 1.0f, op, "threshold[", b, "] must be in [0, 1], got ", tau[b]);
+    spans.emplace_back(start[b], start[b] + len[b]);
+  }
+  std::sort(spans.begin(), spans.end());
+  for (size_t i = 1; i < spans.size(); ++i)
+    MTP_CHECK_ARG(spans[i].first >= spans[i - 1].second, op, "blocks overlap at row ", spans[i].first);
+}
+
+// sample_scan's per-row sampling arguments: inv_temperature float32 [R], seed and position
+// int64 [R], on the logits' device (the scan arguments are checked by confidence_scan).
+inline void check_sample_args(const at::Tensor& logits, const at::Tensor& inv_temperature, const at::Tensor& seed,
+                              const at::Tensor& position, const char* op) {
+  MTP_CHECK_ARG(logits.dim() == 2, op, "logits must be 2-D [R, V], got ", logits.dim(), "-D");
+  const int64_t R = logits.size(0);
+  using Arg = std::tuple<const at::Tensor*, const char*, at::ScalarType>;
+  for (const auto& [t, name, dtype] : {Arg{&inv_temperature, "inv_temperature", at::kFloat},
+                                       Arg{&seed, "seed", at::kLong}, Arg{&position, "position", at::kLong}}) {
+    check_tensor(*t, op, name, dtype, 1);
+    check_len(*t, R, op, name, "R (logits rows)");
+    check_same_device(*t, logits, op, name, "logits");
   }
 }
 

@@ -14,38 +14,12 @@
 
 #include "checks.h"
 #include "row_scan_cpu.h"
+#include "scan_common.h"
 
 namespace sglang_mtp {
 namespace {
 
 using row_scan::scan_row;
-
-// Value checks that need the data (fine on the CPU: no device round trip).
-void check_blocks(const int32_t* start, const int32_t* len, const float* tau, int64_t B, int64_t R) {
-  const char* op = "confidence_scan";
-  std::vector<std::pair<int32_t, int32_t>> spans;
-  for (int64_t b = 0; b < B; ++b) {
-    MTP_CHECK_ARG(len[b] >= 1, op, "block_len[", b, "] must be >= 1, got ", len[b]);
-    MTP_CHECK_ARG(start[b] >= 0 && static_cast<int64_t>(start[b]) + len[b] <= R, op, "block ", b, " (block_start ",
-                  start[b], ", block_len ", len[b], ") lies outside the ", R, " logits rows");
-    MTP_CHECK_ARG(tau[b] >= 0.0f && tau[b] <= 1.0f, op, "threshold[", b, "] must be in [0, 1], got ", tau[b]);
-    spans.emplace_back(start[b], start[b] + len[b]);
-  }
-  std::sort(spans.begin(), spans.end());
-  for (size_t i = 1; i < spans.size(); ++i)
-    MTP_CHECK_ARG(spans[i].first >= spans[i - 1].second, op, "blocks overlap at row ", spans[i].first);
-}
-
-int32_t accept_length(const int64_t* tokens, const float* conf, int32_t start, int32_t len, float tau,
-                      const int64_t* stops, int64_t S) {
-  int32_t run = 0;
-  while (run < len && conf[start + run] >= tau) ++run;
-  const int32_t a = run < 1 ? 1 : run;
-  for (int32_t j = 0; j < a; ++j)
-    for (int64_t s = 0; s < S; ++s)
-      if (tokens[start + j] == stops[s]) return j + 1;
-  return a;
-}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> confidence_scan_cpu(
     const at::Tensor& logits, const at::Tensor& block_start, const at::Tensor& block_len,
@@ -53,7 +27,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> confidence_scan_cpu(
   check_scan_args(logits, block_start, block_len, threshold, stop_token_ids);
   MTP_CHECK_ARG(logits.size(1) >= 1, "confidence_scan", "logits must have a vocabulary of at least 1 (V = 0)");
   const int64_t R = logits.size(0), V = logits.size(1), B = block_start.size(0);
-  check_blocks(block_start.data_ptr<int32_t>(), block_len.data_ptr<int32_t>(), threshold.data_ptr<float>(), B, R);
+  check_scan_blocks(block_start.data_ptr<int32_t>(), block_len.data_ptr<int32_t>(), threshold.data_ptr<float>(), B, R,
+                    "confidence_scan");
   auto tokens = at::empty({R}, logits.options().dtype(at::kLong));
   auto confidence = at::empty({R}, logits.options().dtype(at::kFloat));
   auto accept = at::empty({B}, logits.options().dtype(at::kInt));
@@ -65,13 +40,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> confidence_scan_cpu(
       for (int64_t r = lo; r < hi; ++r) scan_row(x + r * V, V, suppress_token_id, tok + r, conf + r);
     });
   });
-  const int64_t S = stop_token_ids.has_value() ? stop_token_ids->numel() : 0;
-  const int64_t* stops = S > 0 ? stop_token_ids->data_ptr<int64_t>() : nullptr;
-  const int32_t* start = block_start.data_ptr<int32_t>();
-  const int32_t* len = block_len.data_ptr<int32_t>();
-  const float* tau = threshold.data_ptr<float>();
-  int32_t* acc = accept.data_ptr<int32_t>();
-  for (int64_t b = 0; b < B; ++b) acc[b] = accept_length(tok, conf, start[b], len[b], tau[b], stops, S);
+  accept_blocks_cpu(tokens, confidence, block_start, block_len, threshold, stop_token_ids, accept);
   return {tokens, confidence, accept};
 }
 

@@ -19,6 +19,13 @@ TORCH_LIBRARY(sglang_mtp, m) {
   m.def(
       "confidence_scan(Tensor logits, Tensor block_start, Tensor block_len, Tensor threshold, "
       "Tensor? stop_token_ids, int suppress_token_id) -> (Tensor, Tensor, Tensor)");
+  // confidence_scan where rows with inv_temperature > 0 sample (Gumbel-max with counter-based
+  // noise keyed by seed and position, csrc/sample_rule.h): inv_temperature float32 [R],
+  // seed, position int64 [R] -> tokens int64 [R], confidence float32 [R], accept_len int32 [B]
+  m.def(
+      "sample_scan(Tensor logits, Tensor block_start, Tensor block_len, Tensor threshold, "
+      "Tensor? stop_token_ids, int suppress_token_id, Tensor inv_temperature, Tensor seed, Tensor position) "
+      "-> (Tensor, Tensor, Tensor)");
   // One MTP decode step = step_inputs -> forward -> confidence_scan -> accept_commit.
   // State [P]: pending int64 [P, Pw], pending_len/draft_len/k int32, threshold float32,
   // verify/first bool; rows, seq_lens int64 [B]; req_to_token int32 [P', C]

@@ -21,6 +21,7 @@ import torch
 
 from sglang_mtp.convert import is_mtp_trained, resolve_mask_token_id
 from sglang_mtp.kv import HoleyKVCache
+from sglang_mtp.sampling import RowSampling, Sampling, check_seed, random_seed
 from sglang_mtp.step import accept, propose, step_positions, strategy_tensors
 from sglang_mtp.strategy import Strategy
 
@@ -56,8 +57,8 @@ class GenerationResult:
 
 
 def generate(model, prompts, strategy="ntp", max_new_tokens: int = 64, stop_token_ids=None,
-             mask_token_id=None) -> list:
-    """Greedy MTP decoding of a batch of prompts; returns one :class:`GenerationResult` each.
+             mask_token_id=None, sampling=None, seed=None) -> list:
+    """MTP decoding of a batch of prompts; returns one :class:`GenerationResult` each.
 
     Args:
         model: a Hugging Face causal LM (full attention), in eval mode, on any device.
@@ -69,11 +70,17 @@ def generate(model, prompts, strategy="ntp", max_new_tokens: int = 64, stop_toke
             ids (``generation_config.eos_token_id``); ``()`` = none.
         mask_token_id: the ``<MTP>`` id; None = ``config.mtp_mask_token_id``. Only needed
             when some strategy has k > 1. It is never emitted.
+        sampling: None (greedy), a :class:`~sglang_mtp.sampling.Sampling`, a temperature or a
+            dict (``temperature``, ``top_k``, ``top_p``, ``min_p``), or a list with one per
+            prompt. Semantics per strategy: :mod:`sglang_mtp.sampling`.
+        seed: the sampling seed (int), or a list with one per prompt; None = a fresh random
+            seed per request. The same seed gives the same tokens alone or in any batch.
     Lossy strategies (static/conf_adapt with k > 1) on a checkpoint not marked
     ``mtp_trained`` emit an :class:`UntrainedMTPWarning`.
     """
     prompts = _check_prompts(model, prompts)
     strategies = _per_prompt(strategy, len(prompts))
+    samplings, seeds = _sampling_per_prompt(sampling, seed, len(prompts))
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     mask_id = mask_token_id
@@ -84,7 +91,8 @@ def generate(model, prompts, strategy="ntp", max_new_tokens: int = 64, stop_toke
     budgets = [max_new_tokens if ctx is None else min(max_new_tokens, ctx - len(p)) for p in prompts]
     results = [GenerationResult(strategy=s, prompt_len=len(p)) for s, p in zip(strategies, prompts)]
     with torch.inference_mode():
-        _decode(model, prompts, strategies, budgets, _stop_ids(model, stop_token_ids), mask_id, ctx, results)
+        _decode(model, prompts, strategies, budgets, _stop_ids(model, stop_token_ids), mask_id, ctx, results,
+                samplings, seeds)
     return results
 
 
@@ -129,6 +137,20 @@ def _per_prompt(strategy, n):
     return [Strategy.parse(strategy)] * n
 
 
+def _sampling_per_prompt(sampling, seed, n):
+    many = isinstance(sampling, (list, tuple))
+    if many and len(sampling) != n:
+        raise ValueError(f"sampling list has {len(sampling)} entries for {n} prompts")
+    samplings = [Sampling.parse(s) for s in sampling] if many else [Sampling.parse(sampling)] * n
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != n:
+            raise ValueError(f"seed list has {len(seed)} entries for {n} prompts")
+        seeds = [check_seed(s) for s in seed]
+    else:
+        seeds = [check_seed(seed) if seed is not None else random_seed() for _ in range(n)]
+    return samplings, seeds
+
+
 def _stop_ids(model, stop_token_ids):
     if stop_token_ids is None:
         gen = getattr(model, "generation_config", None)
@@ -140,13 +162,16 @@ def _stop_ids(model, stop_token_ids):
 class _LiveRequests:
     """Per-request decoder state of the requests still running (row r = request ids[r])."""
 
-    def __init__(self, ids, prompts, strategies, budgets, dev):
+    def __init__(self, ids, prompts, strategies, budgets, dev, samplings, seeds):
         self.ids = ids
         self.pending = _pad([prompts[b] for b in ids], dev)  # [B, P]: the first pass feeds the prompts
         self.pending_len = torch.tensor([len(prompts[b]) for b in ids], device=dev)  # [B]
         self.draft_len = torch.zeros_like(self.pending_len)  # [B]
         self.k, self.thr, self.ver = strategy_tensors([strategies[b] for b in ids], dev)
         self.budget = torch.tensor([budgets[b] for b in ids], device=dev)  # [B] tokens left
+        picked = [samplings[b] for b in ids]
+        self.sampling = RowSampling.build(picked, [seeds[b] for b in ids], dev) if any(
+            not s.greedy for s in picked) else None
 
     def advance(self, out) -> None:
         self.pending, self.pending_len = out.next_pending, out.next_pending_len.long()
@@ -156,15 +181,17 @@ class _LiveRequests:
         self.ids = [self.ids[i] for i in rows.tolist()]
         for name in ("pending", "pending_len", "draft_len", "k", "thr", "ver", "budget"):
             setattr(self, name, getattr(self, name)[rows])
+        if self.sampling is not None:
+            self.sampling = self.sampling.select(rows)
 
 
-def _decode(model, prompts, strategies, budgets, stops, mask_id, ctx, results):
+def _decode(model, prompts, strategies, budgets, stops, mask_id, ctx, results, samplings, seeds):
     """The step loop: one forward pass for all live requests, then ``step.accept``."""
     dev, start = model.device, time.perf_counter()
     ids = [b for b in range(len(prompts)) if budgets[b] > 0]
     if not ids:
         return
-    live = _LiveRequests(ids, prompts, strategies, budgets, dev)
+    live = _LiveRequests(ids, prompts, strategies, budgets, dev, samplings, seeds)
     kv = HoleyKVCache(model, len(live.ids), dev)
     max_k = max(s.k for s in strategies)
     suppress = -1 if mask_id is None else mask_id
@@ -181,7 +208,8 @@ def _decode(model, prompts, strategies, budgets, stops, mask_id, ctx, results):
             past_key_values=kv.cache, use_cache=True,
         ).logits  # [B, W, V]
         out = accept(logits.reshape(-1, logits.shape[-1]), live.pending, live.pending_len, live.draft_len, k,
-                     live.thr, live.ver, suppress, max_k, stop_token_ids=stops, budget=live.budget)
+                     live.thr, live.ver, suppress, max_k, stop_token_ids=stops, budget=live.budget,
+                     sampling=live.sampling, seq_lens=seq_lens)
         kv.commit(width, out.keep)
         _record(results, live.ids, out, stops, time.perf_counter() - start)
         live.advance(out)

@@ -37,7 +37,8 @@ from typing import NamedTuple
 
 import torch
 
-from sglang_mtp.ops import confidence_scan
+from sglang_mtp.ops import confidence_scan, sample_scan
+from sglang_mtp.sampling import per_row, row_params, truncate
 
 
 class StepOutput(NamedTuple):
@@ -68,22 +69,42 @@ def step_positions(seq_lens, width: int):
 
 
 def accept(logits, pending, pending_len, draft_len, k, threshold, verify, mask_token_id: int, max_k: int,
-           stop_token_ids=None, budget=None) -> StepOutput:
+           stop_token_ids=None, budget=None, sampling=None, seq_lens=None) -> StepOutput:
     """Accept the tokens of one pass (see the module docstring for every argument).
 
     logits: [B*W, V] (row b*W + j = after query j of request b); stop_token_ids: int64 [S];
-    budget: int [B] tokens each request may still emit (None = unlimited).
+    budget: int [B] tokens each request may still emit (None = unlimited). sampling: a
+    :class:`~sglang_mtp.sampling.RowSampling` for batches with sampled requests, with
+    seq_lens [B] (the pass's first query position): every row then draws the token of the
+    position it predicts (:mod:`sglang_mtp.sampling`), and the accept rule is unchanged.
     """
     B = pending.shape[0]
     W = logits.shape[0] // B
     starts, block_len, thr = block_args(pending_len, draft_len, k, threshold, verify, W)
     if stop_token_ids is not None:
         stop_token_ids = stop_token_ids.to(device=logits.device, dtype=torch.int64)
-    tokens, _, scan_len = confidence_scan(
-        logits, starts, block_len, thr, stop_token_ids, suppress_token_id=mask_token_id
-    )
+    if sampling is None:
+        tokens, _, scan_len = confidence_scan(
+            logits, starts, block_len, thr, stop_token_ids, suppress_token_id=mask_token_id
+        )
+    else:
+        tokens, scan_len = sample_tokens(logits, starts, block_len, thr, stop_token_ids, mask_token_id, sampling,
+                                         seq_lens + 1, W)
     return accept_tokens(tokens.view(B, W), scan_len, pending, pending_len, draft_len, k, verify,
                          mask_token_id, max_k, stop_token_ids, budget)
+
+
+def sample_tokens(logits, starts, block_len, thr, stop_token_ids, mask_token_id: int, sampling, first_position,
+                  width: int):
+    """``sample_scan`` over a pass whose row j of request b predicts ``first_position[b] + j``:
+    (tokens int64 [B*W], accept_len int32 [B]). Truncates first when a request asks for it."""
+    inv_t, seed, pos = row_params(sampling, width, first_position)
+    if sampling.truncates:
+        logits = truncate(logits, inv_t, per_row(sampling.top_k, width), per_row(sampling.top_p, width),
+                          per_row(sampling.min_p, width), mask_token_id).contiguous()
+    tokens, _, scan_len = sample_scan(logits, starts, block_len, thr, stop_token_ids, mask_token_id, inv_t, seed,
+                                      pos)
+    return tokens, scan_len
 
 
 def block_args(pending_len, draft_len, k, threshold, verify, width: int):

@@ -43,6 +43,7 @@ def test_payload_is_greedy_and_has_no_mtp_fields():
     p = client.generate_payload("hi", 16)
     assert p == {"text": "hi", "sampling_params": {"temperature": 0.0, "max_new_tokens": 16}, "stream": True}
     assert client.generate_payload("hi", 16, ignore_eos=True)["sampling_params"]["ignore_eos"] is True
+    assert client.generate_payload("hi", 16, temperature=0.7)["sampling_params"]["temperature"] == 0.7
 
 
 def test_run_load_against_a_fake_streaming_server():

@@ -57,9 +57,9 @@ def forward_passes(meta: dict) -> Optional[int]:
     return None
 
 
-def generate_payload(text: str, max_new_tokens: int, ignore_eos: bool = False) -> dict:
-    """The ``/generate`` body: greedy (temperature 0), streamed, no MTP fields."""
-    params = {"temperature": 0.0, "max_new_tokens": max_new_tokens}
+def generate_payload(text: str, max_new_tokens: int, ignore_eos: bool = False, temperature: float = 0.0) -> dict:
+    """The ``/generate`` body: greedy unless ``temperature`` > 0, streamed, no MTP fields."""
+    params = {"temperature": temperature, "max_new_tokens": max_new_tokens}
     if ignore_eos:
         params["ignore_eos"] = True
     return {"text": text, "sampling_params": params, "stream": True}

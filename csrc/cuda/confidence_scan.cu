@@ -24,6 +24,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "../accept_rule.h"
 #include "../checks.h"
 #include "confidence_scan_reduce.cuh"
 
@@ -102,22 +103,11 @@ struct AcceptArgs {
   int* accept_len;          // [B]
 };
 
-// Leading run of confident rows (at least 1, at most block_len), then cut just
-// after the first stop token among the accepted rows.
+// The accept rule of one block (csrc/accept_rule.h).
 __device__ int accept_block(int64_t b, const AcceptArgs& a, const int64_t* tokens,
                             const float* confidence) {
-  const int64_t start = a.block_start[b], len = a.block_len[b];
-  if (start < 0 || len <= 0 || start + len > a.R) return 0;  // see the file comment
-  const float thr = a.threshold[b];
-  int run = 0;
-  while (run < len && confidence[start + run] >= thr) ++run;
-  const int accepted = max(run, 1);
-  for (int i = 0; i < accepted; ++i) {
-    const int64_t tok = tokens[start + i];
-    for (int k = 0; k < a.S; ++k)
-      if (a.stop_ids[k] == tok) return i + 1;
-  }
-  return accepted;
+  return accept_length(tokens, confidence, a.block_start[b], a.block_len[b], a.threshold[b],
+                       a.stop_ids, a.S, a.R);
 }
 
 // splits > 1: launched as ONE CTA that first merges every row's partials (one

@@ -55,6 +55,24 @@ def confidence_scan(
     return _ops.confidence_scan(logits, block_start, block_len, threshold, stop_token_ids, suppress_token_id)
 
 
+def sample_scan(logits, block_start, block_len, threshold, stop_token_ids, suppress_token_id: int,
+                inv_temperature, seed, position):
+    """:func:`confidence_scan` where rows with ``inv_temperature > 0`` sample.
+
+    Extra per-row arguments [R]: inv_temperature float32 (0 = greedy: the row keeps
+    confidence_scan's argmax and confidence), seed int64 and position int64 (the absolute
+    sequence position of the token the row predicts). A sampled row takes the Gumbel-max
+    token of ``z = logits * inv_temperature`` with the counter-based noise of
+    :func:`sglang_mtp.sampling.noise_uniform` (seed, position, token id) and reports
+    ``softmax(z)`` at that token as its confidence; accept lengths follow as in
+    confidence_scan. Entries already at -inf (e.g. removed by
+    :func:`sglang_mtp.sampling.truncate`) are never sampled. Rows whose z has a +inf entry or
+    no finite entry keep the greedy result. Semantics: :func:`.reference.sample_scan_ref`.
+    """
+    return _ops.sample_scan(logits, block_start, block_len, threshold, stop_token_ids, suppress_token_id,
+                            inv_temperature, seed, position)
+
+
 def step_inputs(pending, pending_len, draft_len, k, threshold, verify, first, rows, seq_lens, req_to_token,
                 mask_token_id: int, width: int, max_position: int):
     """The W-wide forward's inputs and the scan's blocks for one MTP decode step.
@@ -94,7 +112,7 @@ def accept_commit(tokens, accept_len, rows, seq_lens, pending, pending_len, draf
                               first, first_token, sampled, samples, mask_token_id, width)
 
 
-OPS = ("confidence_scan", "step_inputs", "accept_commit")
+OPS = ("confidence_scan", "sample_scan", "step_inputs", "accept_commit")
 
 
 def has_cuda_kernels() -> bool:
@@ -110,6 +128,12 @@ def _confidence_scan_fake(logits, block_start, block_len, threshold, stop_token_
         logits.new_empty((R,), dtype=torch.float32),
         logits.new_empty((B,), dtype=torch.int32),
     )
+
+
+@torch.library.register_fake("sglang_mtp::sample_scan")
+def _sample_scan_fake(logits, block_start, block_len, threshold, stop_token_ids, suppress_token_id, inv_temperature,
+                      seed, position):
+    return _confidence_scan_fake(logits, block_start, block_len, threshold, stop_token_ids, suppress_token_id)
 
 
 @torch.library.register_fake("sglang_mtp::step_inputs")

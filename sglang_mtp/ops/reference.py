@@ -63,3 +63,36 @@ def _accept_lengths(tokens, confidence, block_start, block_len, threshold, stop_
                 break
         accept[b] = a
     return accept
+
+
+def sample_scan_ref(logits, block_start, block_len, threshold, stop_token_ids, suppress_token_id,
+                    inv_temperature, seed, position):
+    """Reference for :func:`sglang_mtp.ops.sample_scan` (same arguments and results).
+
+    Rows with inv_temperature 0 are confidence_scan's; a row with inv_temperature > 0 takes
+    argmax(z + Gumbel noise) with z = logits * inv_temperature (NaN and the suppressed id are
+    -inf) and confidence softmax(z) at that token, unless z has a +inf entry or no finite
+    entry (then the greedy result stands).
+    """
+    from sglang_mtp.sampling import noise_uniform
+
+    tokens, confidence, _ = confidence_scan_ref(logits, block_start, block_len, threshold, stop_token_ids,
+                                                suppress_token_id)
+    x = logits.float()
+    R, V = x.shape
+    z = x * inv_temperature[:, None]
+    z = torch.where(torch.isnan(z), torch.full_like(z, float("-inf")), z)
+    if 0 <= suppress_token_id < V:
+        z[:, suppress_token_id] = float("-inf")
+    u = torch.from_numpy(noise_uniform(seed.cpu().numpy(), position.cpu().numpy(), V)).to(z.device)
+    keys = z + (-torch.log(-torch.log(u)))
+    sampled_tok = torch.argmax(keys, dim=1)
+    m = z.max(dim=1).values
+    finite_m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    prob = torch.exp(z.gather(1, sampled_tok[:, None])[:, 0].double() - finite_m.double()) / torch.exp(
+        z.double() - finite_m.double()[:, None]).sum(1)
+    use = (inv_temperature > 0) & torch.isfinite(m) & ~torch.isposinf(z).any(1)
+    tokens = torch.where(use, sampled_tok, tokens)
+    confidence = torch.where(use, prob.clamp(max=1.0).float(), confidence)
+    accept = _accept_lengths(tokens, confidence, block_start, block_len, threshold, stop_token_ids)
+    return tokens, confidence, accept

@@ -5,9 +5,11 @@ A request may carry ``custom_params={"mtp": {...}}`` (override any of ``strategy
 validated in the tokenizer process by an AFTER hook on ``SamplingParams.verify``, so a bad
 value fails that request alone (HTTP 400 / ValueError from ``Engine.generate``).
 
-Requests that MTP cannot serve greedily fall back to plain decoding through SGLang's own
-sampler: non-greedy sampling, grammar / regex / JSON constraints, logit bias, penalties and
-``min_new_tokens``.
+Sampled requests (temperature > 0, with top-k / top-p / min-p) decode with MTP through the
+counter-based sampler of :mod:`sglang_mtp.sampling` (seeded by ``sampling_seed``). Requests
+that need more than that fall back to plain decoding through SGLang's own sampler: grammar /
+regex / JSON constraints, logit bias, penalties and ``min_new_tokens``; so do sampled
+requests that ask for plain decoding (``{"mtp": false}``, k 1).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from typing import NamedTuple, Optional
 
+from sglang_mtp.sampling import TOP_K_ALL, Sampling, random_seed
 from sglang_mtp.strategy import Strategy
 
 logger = logging.getLogger(__name__)
@@ -77,29 +81,55 @@ def check_custom_params(custom) -> None:
 
 
 def needs_sampler(sp) -> bool:
-    """Whether a request must be decoded by SGLang's sampler (plain decoding fallback)."""
-    greedy = sp.top_k == 1
+    """Whether a request needs SGLang's sampler (plain decoding fallback): constraints,
+    penalties, logit bias and ``min_new_tokens`` change the distribution at every position
+    in ways the MTP step does not reproduce."""
     constrained = any(getattr(sp, f, None) for f in ("json_schema", "regex", "ebnf", "structural_tag"))
     penalised = (sp.frequency_penalty != 0.0 or sp.presence_penalty != 0.0
                  or sp.repetition_penalty != 1.0 or sp.min_new_tokens > 0)
-    return (not greedy) or constrained or penalised or bool(sp.logit_bias)
+    return constrained or penalised or bool(sp.logit_bias)
 
 
-def request_strategy(req, default: Strategy):
-    """(strategy, sampled) for a scheduler ``Req``; ``sampled`` means sampler fallback.
+def request_sampling(sp) -> Optional[Sampling]:
+    """The request's :class:`Sampling`, or None when it is greedy (SGLang's rule: top_k 1,
+    which SGLang also sets for temperatures below 1e-6)."""
+    if sp.top_k == 1:
+        return None
+    top_k = -1 if sp.top_k in (-1, TOP_K_ALL) else int(sp.top_k)
+    return Sampling(float(sp.temperature), top_k, float(sp.top_p), float(sp.min_p))
+
+
+class RequestPlan(NamedTuple):
+    """How the worker decodes one request."""
+
+    strategy: Strategy
+    fallback: bool  # plain decoding through SGLang's sampler
+    sampling: Optional[Sampling] = None  # MTP sampling (None: greedy)
+    seed: int = 0  # its sampling_seed (a fresh random one when the request sent none)
+
+
+def request_strategy(req, default: Strategy) -> RequestPlan:
+    """The :class:`RequestPlan` of a scheduler ``Req``.
 
     Never raises: the tokenizer process has validated the settings (:func:`verify_hook`);
     anything that still fails here decodes plainly rather than taking the scheduler down.
     """
     sp = req.sampling_params
     if needs_sampler(sp) or getattr(req, "grammar", None) is not None:
-        return Strategy.ntp(), True
+        return RequestPlan(Strategy.ntp(), True)
     custom = sp.custom_params if isinstance(sp.custom_params, dict) else {}
     try:
-        return parse_request_mtp(custom.get(KEY), default, max(default.k, 1)), False
+        strategy = parse_request_mtp(custom.get(KEY), default, max(default.k, 1))
+        sampling = request_sampling(sp)
     except ValueError as e:
         logger.warning("request %s: %s; decoding it plainly", getattr(req, "rid", "?"), e)
-        return Strategy.ntp(), False
+        return RequestPlan(Strategy.ntp(), False)
+    if sampling is None:
+        return RequestPlan(strategy, False)
+    if strategy.k == 1:
+        return RequestPlan(Strategy.ntp(), True)
+    seed = getattr(sp, "sampling_seed", None)
+    return RequestPlan(strategy, False, sampling, random_seed() if seed is None else int(seed))
 
 
 def verify_hook(result, sampling_params, *args, **kwargs):

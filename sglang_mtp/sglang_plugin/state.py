@@ -14,6 +14,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sglang_mtp.sampling import TOP_K_ALL, RowSampling, Sampling
+
+GREEDY = Sampling(temperature=0.0)
+
 
 class MTPState:
     """Decoding state of every request slot (``pool_size`` rows)."""
@@ -30,13 +34,25 @@ class MTPState:
         self.sampled = torch.zeros(pool_size, dtype=torch.bool, **z)  # SGLang's sampler (fallback)
         self.first = torch.zeros(pool_size, dtype=torch.bool, **z)  # first decode step (see ops)
         self.first_token = torch.zeros(pool_size, dtype=torch.int64, **z)  # t1, from the prefill
+        # MTP sampling (sglang_mtp.sampling): 0 inverse temperature = greedy.
+        self.inv_temperature = torch.zeros(pool_size, dtype=torch.float32, **z)
+        self.seed = torch.zeros(pool_size, dtype=torch.int64, **z)
+        self.top_k = torch.full((pool_size,), TOP_K_ALL, dtype=torch.int64, **z)
+        self.top_p = torch.ones(pool_size, dtype=torch.float32, **z)
+        self.min_p = torch.zeros(pool_size, dtype=torch.float32, **z)
         # Host-side mirrors for decisions that must not read the device.
         self.host_k = np.ones(pool_size, dtype=np.int32)
         self.host_first = np.zeros(pool_size, dtype=bool)
         self.host_sampled = np.zeros(pool_size, dtype=bool)
+        self.host_sampling = np.zeros(pool_size, dtype=bool)  # MTP sampling
+        self.host_truncates = np.zeros(pool_size, dtype=bool)  # ... with top-k / top-p / min-p
 
-    def admit(self, rows, rows_host, strategies, sampled, last_prompt_token, first_token) -> None:
+    def admit(self, rows, rows_host, strategies, sampled, last_prompt_token, first_token, samplings=None,
+              seeds=None) -> None:
         """Start requests whose prefill emitted ``first_token`` [B] (int64).
+
+        ``samplings`` / ``seeds``: per request a :class:`~sglang_mtp.sampling.Sampling` (None =
+        greedy) and its seed; None for an all-greedy batch.
 
         Plain-decoding requests (k == 1) start with pending = [t1]; MTP requests start with
         pending = [x_{P-1}] and ``first`` set (their first step re-runs the prompt's last row).
@@ -59,6 +75,13 @@ class MTPState:
         self.host_k[idx] = k_host
         self.host_first[idx] = k_host > 1
         self.host_sampled[idx] = np.asarray(sampled, dtype=bool)
+        samplings = [None] * len(idx) if samplings is None else samplings
+        seeds = [0] * len(idx) if seeds is None else seeds
+        rs = RowSampling.build([s or GREEDY for s in samplings], seeds)
+        for name, t in zip(("inv_temperature", "seed", "top_k", "top_p", "min_p"), rs[:5]):
+            getattr(self, name)[rows] = t.to(dev, non_blocking=True)
+        self.host_sampling[idx] = [s is not None for s in samplings]
+        self.host_truncates[idx] = [s is not None and s.truncates for s in samplings]
 
     def tensors(self):
         """The state arguments of ``ops.step_inputs`` (after ``rows, seq_lens, ...``)."""
@@ -74,3 +97,11 @@ class MTPState:
 
     def any_sampled(self, idx) -> bool:
         return bool(self.host_sampled[idx].any())
+
+    def row_sampling(self, rows, idx):
+        """The batch's :class:`~sglang_mtp.sampling.RowSampling`, or None when no request of
+        it samples with MTP (then the step takes the plain argmax scan)."""
+        if not self.host_sampling[idx].any():
+            return None
+        return RowSampling(self.inv_temperature[rows], self.seed[rows], self.top_k[rows], self.top_p[rows],
+                           self.min_p[rows], bool(self.host_truncates[idx].any()))

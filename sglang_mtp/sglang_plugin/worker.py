@@ -23,6 +23,7 @@ committed length equal to the real KV.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -33,12 +34,14 @@ from sglang.srt.model_executor.forward_batch_info import ForwardMode
 from sglang.srt.speculative.base_spec_worker import BaseSpecWorker
 
 from sglang_mtp import ops
+from sglang_mtp.sampling import RowSampling
+from sglang_mtp.step import sample_tokens
 
 from . import plain
 from .flags import MTPConfig, check_cuda_kernels, check_mask_in_vocab, resolve_mask_token_id
 from .params import request_strategy
 from .spec_input import MTPRelay, MTPVerifyInput
-from .state import MTPState
+from .state import GREEDY, MTPState
 
 logger = logging.getLogger(__name__)
 
@@ -85,10 +88,17 @@ class MTPWorker(BaseSpecWorker):
 
     # -- prefill ---------------------------------------------------------------------------
     def _prefill(self, batch, on_publish):
-        result = self._target_worker.forward_batch_generation(batch)
+        plans = [request_strategy(r, self.default_strategy) for r in batch.reqs]
+        if any(p.sampling is not None for p in plans):
+            # SGLang's sampler turns the logits into probabilities in place; MTP sampling
+            # needs the logits themselves.
+            with _raw_logits(self.model_runner) as raw:
+                result = self._target_worker.forward_batch_generation(batch)
+        else:
+            raw, result = {}, self._target_worker.forward_batch_generation(batch)
         bs = len(batch.reqs)
         if bs > 0 and result.logits_output is not None and result.next_token_ids is not None:
-            self._admit(batch, result)
+            self._admit(batch, result, plans, raw.get("logits"))
         new_seq_lens = batch.seq_lens.clone()
         if on_publish is not None:
             on_publish(new_seq_lens)
@@ -98,21 +108,27 @@ class MTPWorker(BaseSpecWorker):
         result.speculative_num_draft_tokens = self.width
         return result
 
-    def _admit(self, batch, result):
-        """Pick each request's strategy and its first token (argmax with <MTP> suppressed)."""
+    def _admit(self, batch, result, plans, raw_logits):
+        """Start each request with its plan and first token: the argmax with <MTP> suppressed,
+        or (MTP sampling) the sample of position P, the same draw as the reference decoder's."""
         bs = len(batch.reqs)
-        strategies, sampled = zip(*(request_strategy(r, self.default_strategy) for r in batch.reqs))
-        logits = result.logits_output.next_token_logits  # [bs, V]
+        strategies, sampled, samplings, seeds = zip(*plans)
         rows = torch.arange(bs, dtype=torch.int32, device=self.device)
-        tokens, _, _ = ops.confidence_scan(
-            logits.contiguous(), rows, torch.ones_like(rows),
-            torch.zeros(bs, dtype=torch.float32, device=self.device), None, self.mask_id)
+        ones, zeros = torch.ones_like(rows), torch.zeros(bs, dtype=torch.float32, device=self.device)
+        if raw_logits is None:
+            logits = result.logits_output.next_token_logits  # [bs, V]
+            tokens, _, _ = ops.confidence_scan(logits.contiguous(), rows, ones, zeros, None, self.mask_id)
+        else:
+            rs = RowSampling.build([s or GREEDY for s in samplings], seeds, self.device)
+            tokens, _ = sample_tokens(raw_logits.contiguous(), rows, ones, zeros, None, self.mask_id, rs,
+                                      batch.seq_lens, 1)
         sampled_t = torch.tensor(sampled, dtype=torch.bool).to(self.device, non_blocking=True)
         first = torch.where(sampled_t, result.next_token_ids.to(torch.int64), tokens)
         result.next_token_ids = first
         ends = torch.tensor(batch.extend_lens, dtype=torch.int64).cumsum(0) - 1
         last_prompt = batch.input_ids.to(torch.int64)[ends.to(self.device, non_blocking=True)]
-        self.state.admit(batch.req_pool_indices, _host_rows(batch), strategies, sampled, last_prompt, first)
+        self.state.admit(batch.req_pool_indices, _host_rows(batch), strategies, sampled, last_prompt, first,
+                         samplings, seeds)
 
     # -- decode ----------------------------------------------------------------------------
     def _decode(self, batch, on_publish):
@@ -144,7 +160,12 @@ class MTPWorker(BaseSpecWorker):
         logits = result.logits_output.next_token_logits  # [B * W, V]
 
         samples = self._sample_fallback(batch, logits, positions, width) if state.any_sampled(idx) else None
-        tokens, _, accept_len = ops.confidence_scan(logits.contiguous(), start, length, tau, None, self.mask_id)
+        sampling = state.row_sampling(rows, idx)
+        if sampling is None:
+            tokens, _, accept_len = ops.confidence_scan(logits.contiguous(), start, length, tau, None, self.mask_id)
+        else:  # row j of request b predicts position positions[b, 0] + 1 + j
+            tokens, accept_len = sample_tokens(logits.contiguous(), start, length, tau, None, self.mask_id,
+                                               sampling, positions[:, 0] + 1, width)
         emitted, emit_len, new_seq_lens, last, emit_rows, predict = ops.accept_commit(
             tokens, accept_len, rows, attn_lens, state.pending, state.pending_len, state.draft_len, state.k,
             state.verify, state.first, state.first_token, state.sampled, samples, self.mask_id, width)
@@ -175,6 +196,26 @@ class MTPWorker(BaseSpecWorker):
         row0 = logits.view(B, width, -1)[:, 0].clone()  # [B, V]
         row0.index_fill_(1, self.mask_index, float("-inf"))  # <MTP> is never emitted
         return plain.sample(self.model_runner, batch, row0, positions[:, 0])
+
+
+@contextlib.contextmanager
+def _raw_logits(model_runner):
+    """Keep a copy of the logits SGLang's sampler is about to overwrite (``box["logits"]``)."""
+    box, original = {}, model_runner.sample
+    own = "sample" in vars(model_runner)
+
+    def sample(logits_output, forward_batch, *args, **kwargs):
+        box["logits"] = logits_output.next_token_logits.clone()
+        return original(logits_output, forward_batch, *args, **kwargs)
+
+    model_runner.sample = sample
+    try:
+        yield box
+    finally:
+        if own:
+            model_runner.sample = original
+        else:
+            del model_runner.sample
 
 
 def _host_rows(batch) -> np.ndarray:

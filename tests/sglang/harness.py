@@ -32,12 +32,13 @@ def build_checkpoint(path: Path, with_mask: bool = True):
     return model, mask_id
 
 
-def reference(model, prompts, strategies, max_new_tokens, stop_token_ids=None):
-    """Reference decoder tokens, one list per prompt (strategies: one spec per prompt)."""
+def reference(model, prompts, strategies, max_new_tokens, stop_token_ids=None, sampling=None, seed=None):
+    """Reference decoder tokens, one list per prompt (strategies: one spec per prompt;
+    sampling / seed: as ``sglang_mtp.decode.generate`` takes them)."""
     from sglang_mtp.decode import generate
 
     out = generate(model, prompts, strategy=list(strategies), max_new_tokens=max_new_tokens,
-                   stop_token_ids=stop_token_ids)
+                   stop_token_ids=stop_token_ids, sampling=sampling, seed=seed)
     return [r.tokens for r in out]
 
 

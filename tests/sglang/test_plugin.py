@@ -16,6 +16,7 @@ import torch
 from tests.sglang.harness import REPO  # noqa: F401  (skips the module without SGLang)
 
 from sglang_mtp.sglang_plugin import commit, cpu_shims, flags, graphs, metrics, params, register, spec  # noqa: E402
+from sglang_mtp.sampling import Sampling  # noqa: E402
 from sglang_mtp.strategy import Strategy  # noqa: E402
 
 
@@ -164,7 +165,7 @@ def test_scheduler_never_raises_on_request_settings(custom):
     # The tokenizer validates; whatever still reaches the scheduler decodes plainly.
     req = SimpleNamespace(rid="r", grammar=None, sampling_params=_sp(custom_params=custom))
     assert params.request_strategy(req, DEFAULT) == (
-        (DEFAULT, False) if not isinstance(custom, dict) else (Strategy.ntp(), False))
+        (DEFAULT, False, None, 0) if not isinstance(custom, dict) else (Strategy.ntp(), False, None, 0))
 
 
 @pytest.mark.parametrize("ids, extra, needle", [
@@ -218,18 +219,37 @@ def test_startup_errors_print_one_line(debug):
 
 
 def _sp(**kw):
-    base = dict(top_k=1, json_schema=None, regex=None, ebnf=None, structural_tag=None, frequency_penalty=0.0,
+    base = dict(top_k=1, temperature=1.0, top_p=1.0, min_p=0.0, sampling_seed=None, json_schema=None, regex=None, ebnf=None, structural_tag=None, frequency_penalty=0.0,
                 presence_penalty=0.0, repetition_penalty=1.0, min_new_tokens=0, logit_bias=None,
                 custom_params=None)
     return SimpleNamespace(**{**base, **kw})
 
 
 @pytest.mark.parametrize("kw, fallback", [
-    ({}, False), ({"top_k": 50}, True), ({"regex": "a+"}, True), ({"repetition_penalty": 1.1}, True),
+    ({}, False), ({"top_k": 50}, False), ({"regex": "a+"}, True), ({"repetition_penalty": 1.1}, True),
     ({"min_new_tokens": 3}, True), ({"logit_bias": {"5": 1.0}}, True),
 ])
 def test_sampler_fallback_rule(kw, fallback):
     assert params.needs_sampler(_sp(**kw)) is fallback
+
+
+@pytest.mark.parametrize("kw, custom, plan", [
+    ({}, None, (DEFAULT, False, None, 0)),  # greedy
+    ({"top_k": 1 << 30, "temperature": 0.7, "sampling_seed": 5}, None, (DEFAULT, False, Sampling(0.7), 5)),
+    ({"top_k": 20, "top_p": 0.9, "min_p": 0.1, "sampling_seed": -3}, {"mtp": {"strategy": "verify"}},
+     (Strategy.verify(DEFAULT.k), False, Sampling(1.0, 20, 0.9, 0.1), -3)),
+    ({"top_k": -1}, {"mtp": False}, (Strategy.ntp(), True, None, 0)),  # plain sampling: SGLang's sampler
+    ({"top_k": -1, "regex": "a+"}, None, (Strategy.ntp(), True, None, 0)),
+])
+def test_sampled_requests_decode_with_mtp(kw, custom, plan):
+    req = SimpleNamespace(rid="r", grammar=None, sampling_params=_sp(custom_params=custom, **kw))
+    assert params.request_strategy(req, DEFAULT) == plan
+
+
+def test_sampled_requests_without_a_seed_get_a_fresh_one():
+    req = SimpleNamespace(rid="r", grammar=None, sampling_params=_sp(top_k=-1))
+    seeds = {params.request_strategy(req, DEFAULT).seed for _ in range(4)}
+    assert len(seeds) == 4
 
 
 def _req(committed, finished=False):
