@@ -45,9 +45,39 @@ def build_parser(prog="sglang-mtp train") -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=("hard", "soft"), default=d.loss)
     p.add_argument("--schedule", choices=("constant", "cosine"), default=d.schedule,
                    help="learning rate after warm-up (constant = the paper)")
+    v = p.add_argument_group("held-out validation (sglang_mtp/train/validate.py)")
+    v.add_argument("--eval-data", default=None,
+                   help="JSONL of held-out prompts (optional 'answer' field): decoded against the teacher's "
+                        "greedy output before training, every --eval-every steps and at the end")
+    v.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: start and end only)")
+    v.add_argument("--eval-max-new-tokens", type=int, default=64)
+    v.add_argument("--eval-strategies", default="conf_adapt:0.95,conf_adapt:0.9,conf_adapt:0.8,verify",
+                   help="comma-separated strategies (k = --k-max unless given)")
+    v.add_argument("--answer-field", default="answer")
+    v.add_argument("--keep-best", default=None, metavar="'MODE, agreement>=X'",
+                   help="keep the evaluation with the highest effective k of MODE whose agreement with "
+                        "the teacher (or token_agreement / accuracy) is >= X, in OUT/best")
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _validation(args, tokenizer):
+    """(Validation or None, KeepBest or None) from the --eval-* / --keep-best flags."""
+    from .validate import KeepBest, load_validation
+
+    if args.eval_data is None:
+        if args.keep_best or args.eval_every:
+            raise ValueError("--keep-best and --eval-every need --eval-data")
+        return None, None
+    if args.eval_every < 0 or args.eval_max_new_tokens < 1:
+        raise ValueError("--eval-every must be >= 0 and --eval-max-new-tokens >= 1")
+    strategies = tuple(s.strip() for s in args.eval_strategies.split(",") if s.strip())
+    val = load_validation(args.eval_data, tokenizer, chat_template=args.chat_template,
+                          prompt_field=args.prompt_field, answer_field=args.answer_field,
+                          max_new_tokens=args.eval_max_new_tokens, strategies=strategies)
+    val.specs(args.k_max)  # unknown strategies fail now, not after the first steps
+    return val, (KeepBest.parse(args.keep_best) if args.keep_best else None)
 
 
 def _latest_checkpoint(out_dir):
@@ -92,9 +122,11 @@ def train_main(argv=None) -> int:
     print(f"[train] {len(examples)} examples, teacher {args.model}, student {student_path}, "
           f"mask id {mask_id}, device {device}, steps {start_step}->{cfg.steps}", file=sys.stderr)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    validation, keep_best = _validation(args, tokenizer)
     train(student, teacher, examples, cfg, mask_token_id=mask_id,
           eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id, out_dir=args.out,
           tokenizer=tokenizer, start_step=start_step, optimizer_state=opt_state,
-          progress=not args.no_progress, extra_state={"teacher": os.path.abspath(args.model)})
+          progress=not args.no_progress, extra_state={"teacher": os.path.abspath(args.model)},
+          validation=validation, eval_every=args.eval_every, keep_best=keep_best)
     print(f"[train] saved {args.out}", file=sys.stderr)
     return 0

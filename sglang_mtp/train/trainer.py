@@ -141,8 +141,15 @@ def _step_record(step, outs, lr, t0):
 
 def train(student, teacher, examples, cfg: TrainConfig, *, mask_token_id, eos_token_id,
           pad_token_id=0, out_dir=None, tokenizer=None, start_step=0, optimizer_state=None,
-          progress=True, extra_state=None, callback=None) -> list:
+          progress=True, extra_state=None, callback=None, validation=None, eval_every=0,
+          keep_best=None) -> list:
     """Run ``cfg.steps`` optimizer steps (from ``start_step``); returns per-step records.
+
+    ``validation`` (:class:`~sglang_mtp.train.validate.Validation`): held-out prompts decoded
+    every ``eval_every`` steps, before the first step and after the last; the records go to
+    ``validation.history``, the log and ``out_dir/validation.png``. ``keep_best``
+    (:class:`~sglang_mtp.train.validate.KeepBest`, needs ``out_dir``): the best evaluation's
+    model is saved to ``out_dir/best`` and the choice explained in ``out_dir/best.json``.
 
     ``teacher`` must be frozen (see :func:`frozen_teacher`); ``examples`` is a list of
     :class:`~sglang_mtp.train.data.Example`. With ``out_dir``, checkpoints go to
@@ -160,6 +167,11 @@ def train(student, teacher, examples, cfg: TrainConfig, *, mask_token_id, eos_to
         optimizer.load_state_dict(optimizer_state)
     ids = (mask_token_id, eos_token_id, pad_token_id)
     history, t0 = [], time.time()
+    evaluator = _Evaluator(student, teacher, validation, eval_every, keep_best, cfg, out_dir, progress,
+                           lambda path, step: save_checkpoint(student, path, mask_token_id, tokenizer, cfg, step,
+                                                              None, extra_state))
+    if start_step == 0:
+        evaluator.run(0)
     bar = _progress(cfg.steps, start_step, progress)
     for step in range(start_step, cfg.steps):
         lr = lr_at(step, cfg)
@@ -169,6 +181,7 @@ def train(student, teacher, examples, cfg: TrainConfig, *, mask_token_id, eos_to
         _report(bar, history, out_dir, progress, cfg.log_every, cfg.steps)
         if callback is not None:
             callback(rec)
+        evaluator.maybe_run(step + 1)
         if out_dir and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
             save_checkpoint(student, os.path.join(out_dir, f"checkpoint-{step + 1}"),
                             mask_token_id, tokenizer, cfg, step + 1, optimizer, extra_state)
@@ -177,8 +190,66 @@ def train(student, teacher, examples, cfg: TrainConfig, *, mask_token_id, eos_to
     if out_dir:
         save_checkpoint(student, out_dir, mask_token_id, tokenizer, cfg, cfg.steps, optimizer,
                         extra_state)
+    evaluator.finish()
     student.eval()
     return history
+
+
+class _Evaluator:
+    """Held-out validation and checkpoint selection inside :func:`train` (no-op without
+    a validation set)."""
+
+    def __init__(self, student, teacher, validation, every, keep_best, cfg, out_dir, progress, save):
+        from .validate import teacher_reference
+
+        self.student, self.val, self.every, self.keep = student, validation, every, keep_best
+        self.cfg, self.out_dir, self.progress, self.save = cfg, out_dir, progress, save
+        if validation is None:
+            if keep_best is not None:
+                raise ValueError("keep_best needs a validation set (--eval-data)")
+            return
+        if keep_best is not None and not out_dir:
+            raise ValueError("keep_best needs an output directory")
+        if every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {every}")
+        validation.history = []
+        validation.teacher = teacher_reference(teacher, validation)
+        self._log({"eval_teacher": validation.teacher})
+
+    def maybe_run(self, step):
+        if self.val is not None and ((self.every and step % self.every == 0) or step == self.cfg.steps):
+            self.run(step)
+
+    def run(self, step):
+        from .validate import summary_line, validate
+
+        if self.val is None or any(r["step"] == step for r in self.val.history):
+            return
+        ev = validate(self.student, self.val, self.cfg.k_max)
+        self.val.history.append({"step": step, "eval": ev})
+        self._log({"step": step, "eval": ev})
+        if self.progress:
+            print(summary_line(step, ev), file=sys.stderr, flush=True)
+        if self.keep is not None and self.keep.offer(step, ev):
+            self.save(os.path.join(self.out_dir, "best"), step)
+
+    def finish(self):
+        if self.val is None:
+            return
+        if self.keep is not None:
+            with open(os.path.join(self.out_dir, "best.json"), "w") as f:
+                f.write(self.keep.to_json())
+            print(f"[mtp-eval] {self.keep.reason()}", file=sys.stderr, flush=True)
+        if self.out_dir:
+            from .validate import plot_validation
+
+            plot_validation(self.val.history, os.path.join(self.out_dir, "validation.png"))
+
+    def _log(self, rec):
+        if self.out_dir:
+            os.makedirs(self.out_dir, exist_ok=True)
+            with open(os.path.join(self.out_dir, "train_log.jsonl"), "a") as f:
+                f.write(json.dumps(rec) + "\n")
 
 
 def _progress(total, initial, enabled):
