@@ -59,7 +59,7 @@ def manifest_lines(m: dict) -> List[str]:
         f"Model: `{model['path']}` ({model.get('model_type', '?')}, mask id "
         f"{model.get('mtp_mask_token_id', '-')}, mtp_trained={model.get('mtp_trained', '-')})",
         f"Prompts: {pr['source']} ({pr['count']} prompts, format {pr['format']}, sha256 {pr['sha256'][:16]}...)",
-        f"Requests: greedy, max_new_tokens={args.get('max_new_tokens')}, {args.get('num_prompts')} "
+        f"Requests: {_sampling(args)}, max_new_tokens={args.get('max_new_tokens')}, {args.get('num_prompts')} "
         f"per concurrency level (median-throughput run of {args.get('repeats', 1)}), "
         f"ignore_eos={args.get('ignore_eos')}, device={args.get('device')}",
         f"Date: {m['created_utc']}",
@@ -166,3 +166,8 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _sampling(args) -> str:
+    t = args.get("temperature") or 0.0
+    return f"sampled at temperature {t:g} (no seed)" if t > 0 else "greedy"

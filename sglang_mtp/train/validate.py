@@ -37,6 +37,7 @@ class Validation:
     prompts: list
     answers: list = None
     tokenizer: object = None  # needed for answers (decoding the outputs)
+    metric: object = None  # (output text, answer) -> bool; default: the answer as a whole word
     max_new_tokens: int = 64
     strategies: tuple = ("conf_adapt:0.95", "conf_adapt:0.9", "conf_adapt:0.8", "verify")
     stop_token_ids: tuple = None  # None: the model's EOS
@@ -112,9 +113,14 @@ def _agreement(results, reference):
 
 def _accuracy(val, token_lists):
     texts = [val.tokenizer.decode(t, skip_special_tokens=True) for t in token_lists]
-    hits = [re.search(r"(?<!\w)" + re.escape(str(a).strip()) + r"(?!\w)", x) is not None
-            for x, a in zip(texts, val.answers)]
+    metric = val.metric or contains_answer
+    hits = [bool(metric(x, a)) for x, a in zip(texts, val.answers)]
     return sum(hits) / len(hits)
+
+
+def contains_answer(text: str, answer) -> bool:
+    """The default accuracy metric: ``answer`` occurs in ``text`` as a whole word."""
+    return re.search(r"(?<!\w)" + re.escape(str(answer).strip()) + r"(?!\w)", text) is not None
 
 
 def teacher_reference(teacher, val: Validation) -> dict:
