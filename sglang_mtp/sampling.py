@@ -129,9 +129,6 @@ class RowSampling(NamedTuple):
     def select(self, rows) -> "RowSampling":
         return RowSampling(*(t[rows] for t in self[:5]), self.truncates)
 
-    def sampled(self) -> bool:
-        return bool((self.inv_temperature > 0).any())
-
 
 def truncate(logits, inv_temperature, top_k, top_p, min_p, suppress_token_id: int = -1):
     """Logits [R, V] with -inf outside each sampled row's top-k / top-p / min-p set.

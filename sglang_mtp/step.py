@@ -87,6 +87,8 @@ def accept(logits, pending, pending_len, draft_len, k, threshold, verify, mask_t
         tokens, _, scan_len = confidence_scan(
             logits, starts, block_len, thr, stop_token_ids, suppress_token_id=mask_token_id
         )
+    elif seq_lens is None:
+        raise ValueError("accept(sampling=...) needs seq_lens (the position of each request's first query)")
     else:
         tokens, scan_len = sample_tokens(logits, starts, block_len, thr, stop_token_ids, mask_token_id, sampling,
                                          seq_lens + 1, W)
