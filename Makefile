@@ -55,7 +55,7 @@ SERVE_FLAGS = $(if $(GPU),,--cpu-smoke) $(if $(MODEL),--model $(MODEL)) $(if $(M
 	$(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) $(if $(PROMPTS),--prompts $(PROMPTS)) \
 	$(if $(DRAFT_MODEL),--draft-model $(DRAFT_MODEL)) $(BENCH_ARGS)
 
-bench: bench-kernels bench-step-cost bench-serve  ## all benchmarks (GPU box: MODEL=/path/to/mtp-checkpoint)
+bench: bench-kernels bench-step-cost bench-serve  ## all benchmarks (GPU box: MODEL=/path/to/mtp-checkpoint; CPU: MODEL=toy or smollm2)
 
 bench-serve: $(STAMP)  ## serving benchmark, one SGLang server per mode (MODEL=, MODES=, CONCURRENCY=, PROMPTS=, DRAFT_MODEL=)
 	@test -n "$(MODEL)" -o -z "$(GPU)" || { echo "make bench-serve: pass MODEL=/path/to/mtp-checkpoint" >&2; exit 2; }
