@@ -9,7 +9,8 @@ COLORS = {"static": (214, 39, 40), "conf_adapt": (31, 119, 180), "verify": (44, 
           "ntp": (0, 0, 0)}
 
 
-LABELS = {"accuracy": "accuracy %", "same_as_teacher": "same as teacher's greedy %"}
+LABELS = {"accuracy": "accuracy %", "same_as_teacher": "same as teacher's greedy %",
+          "same_as_own_greedy": "same as own greedy %"}
 
 
 def _series(rows, metric="accuracy"):

@@ -60,7 +60,7 @@ def test_recipe_builds_caches_and_reports(chat_model, tmp_path, capsys):
     assert sorted({p["step"] for p in curve}) == [0, 2, 4]
     assert {p["strategy"] for p in curve} == {"verify:3", "conf_adapt:0.9:3"}
     assert curve[0]["effective_k"] >= 1.0 and "| 2 |" in out
-    for png in ("pareto.png", "curve.png"):
+    for png in ("pareto.png", "pareto_own.png", "curve.png"):
         assert os.path.getsize(cache / "eval" / png) > 1000
     assert recipe_main(["--source", chat_model, "--cache-dir", str(cache)] + QUICK) == 0
     assert "converted cached, data cached, mtp cached, eval cached" in capsys.readouterr().out

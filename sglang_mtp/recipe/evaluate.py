@@ -105,6 +105,14 @@ def _write(out_dir, rows, points):
         json.dump(points, f, indent=1)
     with open(os.path.join(out_dir, "curve.md"), "w") as f:
         f.write(curve_table(points) + "\n")
-    pareto_png(rows, os.path.join(out_dir, "pareto.png"), metric="same_as_teacher",
-               title="SmolLM2-135M-Instruct: same as teacher's greedy vs. effective k")
+    write_plots(rows, out_dir)
     curve_png(points, os.path.join(out_dir, "curve.png"))
+
+
+def write_plots(rows, out_dir):
+    """Effective k against "same as the teacher's greedy" (pareto.png) and against "same as
+    the adapted model's own greedy" (pareto_own.png: what ConfAdapt/static give up)."""
+    for name, metric, what in (("pareto.png", "same_as_teacher", "the teacher's greedy"),
+                               ("pareto_own.png", "same_as_own_greedy", "own greedy")):
+        pareto_png(rows, os.path.join(out_dir, name), metric=metric,
+                   title=f"Held-out prompts: same as {what} vs. effective k")
