@@ -8,10 +8,10 @@ STAMP := $(VENV)/.installed
 # elsewhere its pure-Python subset, which runs a real Engine on the CPU (requirements/sglang-cpu.txt).
 GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
-.PHONY: help install build test bench bench-kernels bench-serve bench-step-cost gpu-check demo toy clean
+.PHONY: help install build test bench bench-kernels bench-serve bench-step-cost gpu-check demo toy smollm2 clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(STAMP): setup.py requirements/sglang-cpu.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +39,9 @@ demo: $(STAMP)  ## the main job: build the toy MTP model if absent (~10 min once
 toy: $(STAMP)  ## the toy pipeline with its accuracy-vs-effective-k table and plot (cached stages)
 	$(PY) -m sglang_mtp toy
 
+smollm2: $(STAMP)  ## MTP-adapt SmolLM2-135M-Instruct on its own answers + held-out table, plot, learning curve (~1 h on 1 CPU thread, cached)
+	$(PY) -m sglang_mtp smollm2
+
 test: $(STAMP)  ## run the whole test suite (fails when pytest collects nothing)
 	$(PY) -m pytest tests -q -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected" >&2; exit 1; fi; exit $$rc
 
@@ -55,7 +58,7 @@ SERVE_FLAGS = $(if $(GPU),,--cpu-smoke) $(if $(MODEL),--model $(MODEL)) $(if $(M
 	$(if $(CONCURRENCY),--concurrency $(CONCURRENCY)) $(if $(PROMPTS),--prompts $(PROMPTS)) \
 	$(if $(DRAFT_MODEL),--draft-model $(DRAFT_MODEL)) $(BENCH_ARGS)
 
-bench: bench-kernels bench-step-cost bench-serve  ## all benchmarks (GPU box: MODEL=/path/to/mtp-checkpoint)
+bench: bench-kernels bench-step-cost bench-serve  ## all benchmarks (GPU box: MODEL=/path/to/mtp-checkpoint; CPU: MODEL=toy or smollm2)
 
 bench-serve: $(STAMP)  ## serving benchmark, one SGLang server per mode (MODEL=, MODES=, CONCURRENCY=, PROMPTS=, DRAFT_MODEL=)
 	@test -n "$(MODEL)" -o -z "$(GPU)" || { echo "make bench-serve: pass MODEL=/path/to/mtp-checkpoint" >&2; exit 2; }

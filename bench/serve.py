@@ -5,6 +5,7 @@
         [--max-new-tokens N] [--draft-model PATH] [--device cpu|cuda] [--out DIR]
     python bench/serve.py --cpu-smoke          # CPU preset: tiny random model, few prompts
     python bench/serve.py --cpu-smoke --model toy   # CPU preset on the toy MTP model + toy prompts
+    python bench/serve.py --cpu-smoke --model smollm2   # CPU preset on the adapted SmolLM2-135M
 
 For each mode (``bench/serving/modes.py``) a ``python -m sglang.launch_server`` is started,
 waited for (``/health``), warmed up (excluded), then driven with streaming greedy requests
@@ -39,13 +40,21 @@ SMOKE = dict(modes="ntp,static:2,conf_adapt:0.9:4,verify:4", concurrency="1,2,4"
 # --model toy: the toy MTP model (k_max 8) on its own held-out problems, stopping at EOS.
 SMOKE_TOY = dict(SMOKE, modes="ntp,static:3,conf_adapt:0.9:8,verify:8", ignore_eos=False, prompts="toy",
                  out=ROOT / "bench" / "results" / "serve-cpu-toy")
+# --model smollm2: SmolLM2-135M-Instruct MTP-adapted by `sglang-mtp smollm2` (k_max 4), on the
+# recipe's held-out chat prompts, stopping at <|im_end|>.
+SMOKE_SMOLLM2 = dict(SMOKE, modes="ntp,static:2,conf_adapt:0.9:4,verify:4", concurrency="1,4,16",
+                     num_prompts=16, max_new_tokens=48, ignore_eos=False, repeats=1, prompts="smollm2",
+                     out=ROOT / "bench" / "results" / "serve-cpu-smollm2")
+PRESETS = {"toy": SMOKE_TOY, "smollm2": SMOKE_SMOLLM2}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="local HF checkpoint with the <MTP> token; 'toy': the project's toy "
-                   "MTP model (built if absent); with --cpu-smoke and no --model: a tiny random model")
+                   "MTP model (built if absent); 'smollm2': SmolLM2-135M adapted by 'sglang-mtp smollm2' "
+                   "(an error names that command if absent); with --cpu-smoke and no --model: a tiny "
+                   "random model")
     p.add_argument("--modes", default=modes.DEFAULT_MODES, help="comma-separated mode specs (see modes.py)")
     p.add_argument("--concurrency", default="1,2,4,8,16")
     p.add_argument("--prompts", default=str(prompts.DEFAULT_PROMPTS), help="JSONL file, or 'toy'")
@@ -73,7 +82,7 @@ def resolve_args(args: argparse.Namespace, argv) -> argparse.Namespace:
     given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
     given |= {g[3:] for g in given if g.startswith("no_")}  # --no-ignore-eos
     if args.cpu_smoke:
-        for key, value in (SMOKE_TOY if args.model == "toy" else SMOKE).items():
+        for key, value in PRESETS.get(args.model, SMOKE).items():
             if key not in given:
                 setattr(args, key, value)
     if args.model == "toy":
@@ -81,6 +90,11 @@ def resolve_args(args: argparse.Namespace, argv) -> argparse.Namespace:
         args.model = ensure_toy_model()
         if "prompts" not in given:
             args.prompts = "toy"
+    elif args.model == "smollm2":
+        from sglang_mtp.recipe import adapted_model  # FileNotFoundError: run `sglang-mtp smollm2`
+        args.model = adapted_model()
+        if "prompts" not in given:
+            args.prompts = "smollm2"
     if args.device is None:
         args.device = "cuda" if manifest.gpus() else "cpu"
     if args.out is None:
@@ -215,7 +229,7 @@ def main(argv=None) -> int:
     try:
         args = resolve_args(build_parser().parse_args(argv), argv)
         prompt_list = prompts.load_prompts(args.prompts)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     args.out.mkdir(parents=True, exist_ok=True)

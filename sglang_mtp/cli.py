@@ -22,6 +22,8 @@ COMMANDS = {
                  "decode prompts with ntp / static / conf_adapt / verify (reference decoder)"),
     "train": ("sglang_mtp.train:train_main", "MTP self-distillation of a converted checkpoint"),
     "toy": ("sglang_mtp.toy:toy_main", "the CPU toy: train a tiny teacher, MTP-adapt it, evaluate (cached)"),
+    "smollm2": ("sglang_mtp.recipe:recipe_main",
+                "MTP-adapt SmolLM2-135M-Instruct on its own answers, evaluate (cached)"),
     "demo": ("sglang_mtp.demo:demo_main", "decode the toy MTP model: reference decoder vs ntp, then a CPU SGLang Engine"),
 }
 

@@ -272,3 +272,27 @@ def test_cpu_smoke_preset_and_explicit_flags_win():
         _serve_args(["--model", "/m", "--device", "cpu", "--modes", "ntp,eagle3"])
     with pytest.raises(ValueError, match="--num-prompts"):
         _serve_args(["--model", "/m", "--device", "cpu", "--num-prompts", "0"])
+
+
+def test_smollm2_preset_uses_the_adapted_model_and_its_held_out_prompts(monkeypatch, tmp_path):
+    import sglang_mtp.recipe as recipe
+
+    monkeypatch.setattr(recipe, "adapted_model", lambda: "/adapted")
+    a = _serve_args(["--cpu-smoke", "--model", "smollm2"])
+    assert a.model == "/adapted" and a.prompts == "smollm2" and a.levels == [1, 4, 16]
+    assert [m.spec for m in a.mode_list] == ["ntp", "static:2", "conf_adapt:0.9:4", "verify:4"]
+    assert a.ignore_eos is False and a.out.name == "serve-cpu-smollm2"
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError, match="sglang-mtp smollm2"):
+        recipe.adapted_model(str(tmp_path))
+
+
+def test_smollm2_prompts_are_held_out_chat_prompts_without_the_math_instruction():
+    from sglang_mtp.recipe.pipeline import RecipeConfig
+    from sglang_mtp.recipe.prompts import make_prompts
+
+    ps = prompts.load_prompts("smollm2", limit=5)
+    train, _ = make_prompts(RecipeConfig().n_train, RecipeConfig().n_eval)
+    assert len(ps) == 5 and all(p.answer is None and p.text not in train for p in ps)
+    assert prompts.format_prompt(ps[0], "chat", _ChatTokenizer()) == "<user>" + ps[0].text + "<assistant>"
+    assert prompts.resolve_format("auto", "smollm2", True) == "chat"

@@ -7,7 +7,7 @@ import pytest
 
 from sglang_mtp.toy.data import GAIN, Problem, corpus_text, make_splits, parse_answer
 from sglang_mtp.toy.pipeline import ToyConfig, run_pipeline, stage_keys
-from sglang_mtp.toy.plot import pareto_png
+from sglang_mtp.plot import pareto_png
 from sglang_mtp.toy.tokenizer import build_tokenizer
 
 

@@ -4,7 +4,9 @@ A prompt file has one JSON object per line with a non-empty string ``prompt`` an
 ``answer`` (the final number, as a string or a number). Blank lines are skipped. The built-in
 set is ``bench/prompts/math.jsonl`` (64 short word problems written for this project).
 ``toy`` instead of a path gives held-out problems of the toy task (``sglang_mtp.toy.data``),
-already in the toy model's ``Q: ...\\nA:`` format.
+already in the toy model's ``Q: ...\\nA:`` format; ``smollm2`` gives the held-out chat
+prompts of the real-model recipe (``sglang_mtp.recipe.prompts``: topics never trained on,
+no answers).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def load_prompts(path, limit: Optional[int] = None) -> List[Prompt]:
     """
     if str(path) == "toy":
         return toy_prompts(limit or 64)
+    if str(path) == "smollm2":
+        return recipe_prompts(limit or 40)
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--prompts: no such file {str(path)!r}")
@@ -85,6 +89,15 @@ def toy_prompts(n: int, seed: int = 0) -> List[Prompt]:
     return [Prompt(p.prompt, str(p.answer)) for p in held_out]
 
 
+def recipe_prompts(n: int, seed: int = 0) -> List[Prompt]:
+    """The first ``n`` held-out chat prompts of ``sglang-mtp smollm2`` (never trained on)."""
+    from sglang_mtp.recipe.pipeline import RecipeConfig
+    from sglang_mtp.recipe.prompts import make_prompts
+
+    _, held_out = make_prompts(RecipeConfig().n_train, max(n, RecipeConfig().n_eval), seed)
+    return [Prompt(p) for p in held_out[:n]]
+
+
 def prompts_sha256(prompts: List[Prompt]) -> str:
     """A hash of the prompt set as used (texts and answers, in order)."""
     h = hashlib.sha256()
@@ -113,7 +126,9 @@ def format_prompt(prompt: Prompt, fmt: str, tokenizer=None) -> str:
     if fmt == "chat":
         if tokenizer is None:
             raise ValueError("--prompt-format chat needs the model's tokenizer")
-        messages = [{"role": "user", "content": prompt.text + "\n" + INSTRUCTION}]
+        # the answer-format instruction only where an answer is graded
+        content = prompt.text if prompt.answer is None else prompt.text + "\n" + INSTRUCTION
+        messages = [{"role": "user", "content": content}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     raise ValueError(f"--prompt-format must be one of {FORMATS[1:]}, got {fmt!r}")
 

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
-import time
 
-import torch
-
+from ..stages import run_from_args, timing_line
 from .pipeline import STAGES, ToyConfig, default_cache_dir, run_pipeline
 
 
@@ -59,25 +56,11 @@ def config_from_args(args) -> ToyConfig:
 def toy_main(argv=None) -> int:
     """Entry point of ``sglang-mtp toy``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    force = {s.strip() for s in args.force.split(",") if s.strip()}
-    unknown = force - set(STAGES) - {"all"}
-    if unknown:
-        raise ValueError(f"--force: unknown stage(s) {sorted(unknown)}; stages are {STAGES}")
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
-    from transformers.utils import logging as hf_logging
-    hf_logging.disable_progress_bar()  # per-checkpoint load/save bars drown the stage log
-    t0 = time.time()
-    report = run_pipeline(config_from_args(args), args.cache_dir, force, args.until,
-                          progress=not args.no_progress,
-                          log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    report = run_from_args(args, STAGES, run_pipeline, config_from_args(args))
     if "eval" in report:
         from .evaluate import markdown_table
         print(markdown_table(report["eval"]["rows"]))
         print(f"\nplot: {report['paths']['eval']}/pareto.png")
     print(f"toy MTP model: {report['paths']['mtp']}")
-    timing = ", ".join(f"{s} {'cached' if report['cached'][s] else f'{t:.0f}s'}"
-                       for s, t in report["seconds"].items())
-    print(f"stages: {timing}; this run {time.time() - t0:.0f}s")
+    print(timing_line(report))
     return 0

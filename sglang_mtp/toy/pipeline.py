@@ -13,15 +13,13 @@ Layout of the cache directory::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..stages import run_stages, stage_key
 from ..train.data import Example
 from ..train.trainer import TrainConfig
 from .data import corpus_text, make_splits
@@ -72,33 +70,15 @@ class ToyConfig:
                          eval_k_max=4)
 
 
-def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def stage_keys(cfg: ToyConfig) -> dict:
     """The cache key of each stage (a stage's key covers everything upstream of it)."""
-    teacher = _key("teacher", cfg.seed, cfg.two_step, cfg.n_train, cfg.hidden, cfg.layers,
+    teacher = stage_key("teacher", cfg.seed, cfg.two_step, cfg.n_train, cfg.hidden, cfg.layers,
                    cfg.heads, cfg.intermediate, cfg.teacher_steps, cfg.teacher_lr,
                    cfg.teacher_batch)
-    converted = _key("converted", teacher)
-    mtp = _key("mtp", converted, asdict(cfg.mtp), cfg.n_train)
+    converted = stage_key("converted", teacher)
+    mtp = stage_key("mtp", converted, asdict(cfg.mtp), cfg.n_train)
     return {"teacher": teacher, "converted": converted, "mtp": mtp,
-            "eval": _key("eval", mtp, cfg.n_eval, cfg.eval_k_max)}
-
-
-def _cached(path, key):
-    stamp = os.path.join(path, "toy_stage.json")
-    if not os.path.isfile(stamp):
-        return None
-    with open(stamp) as f:
-        info = json.load(f)
-    return info if info.get("key") == key else None
-
-
-def _stamp(path, key, seconds, **extra):
-    with open(os.path.join(path, "toy_stage.json"), "w") as f:
-        json.dump({"key": key, "seconds": round(seconds, 1), **extra}, f, indent=1)
+            "eval": stage_key("eval", mtp, cfg.n_eval, cfg.eval_k_max)}
 
 
 def _examples(tokenizer, problems):
@@ -162,7 +142,7 @@ def run_eval(cfg: ToyConfig, teacher_dir, mtp_dir, out_dir, log=print):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .evaluate import checkpoint_rows, default_rows, evaluate, markdown_table
-    from .plot import pareto_png
+    from ..plot import pareto_png
 
     tokenizer = AutoTokenizer.from_pretrained(mtp_dir)
     paths = {"teacher": teacher_dir, "mtp": mtp_dir}
@@ -196,7 +176,6 @@ def run_pipeline(cfg: ToyConfig, cache_dir=None, force=(), until="eval", progres
 
     cache_dir = cache_dir or default_cache_dir()
     log = log or (lambda *_: None)
-    keys = stage_keys(cfg)
     paths = {s: os.path.join(cache_dir, s) for s in STAGES}
     builders = {
         "teacher": lambda p: {"teacher_accuracy": build_teacher(cfg, p, log)},
@@ -204,21 +183,6 @@ def run_pipeline(cfg: ToyConfig, cache_dir=None, force=(), until="eval", progres
         "mtp": lambda p: build_mtp(cfg, paths["converted"], p, progress, log),
         "eval": lambda p: {"rows": run_eval(cfg, paths["converted"], paths["mtp"], p, log)},
     }
-    report = {"cache_dir": cache_dir, "paths": paths, "seconds": {}, "cached": {}}
-    for stage in STAGES[:STAGES.index(until) + 1]:
-        info = None if stage in force or "all" in force else _cached(paths[stage], keys[stage])
-        report["cached"][stage] = info is not None
-        if info is None:
-            if os.path.isdir(paths[stage]):
-                shutil.rmtree(paths[stage])
-            os.makedirs(paths[stage], exist_ok=True)
-            t0 = time.time()
-            info = builders[stage](paths[stage])
-            _stamp(paths[stage], keys[stage], time.time() - t0, **info)
-            info = _cached(paths[stage], keys[stage])
-            log(f"[toy] stage {stage} done in {info['seconds']:.0f}s -> {paths[stage]}")
-        else:
-            log(f"[toy] stage {stage}: cached ({paths[stage]})")
-        report["seconds"][stage] = info["seconds"]
-        report[stage] = info
-    return report
+    report = run_stages(STAGES, stage_keys(cfg), paths, builders, force=force, until=until,
+                        log=log, tag="toy", stamp="toy_stage.json")
+    return {"cache_dir": cache_dir, **report}
