@@ -29,7 +29,8 @@ from sglang_mtp.toy.pipeline import ToyConfig, _examples, _mtp_defaults, run_pip
 from sglang_mtp.train.trainer import frozen_teacher, train  # noqa: E402
 from sglang_mtp.train.validate import KeepBest, Validation, teacher_reference, validate  # noqa: E402
 
-TEACHERS = {"short": dict(teacher_steps=450), "two_step": dict(two_step=0.5, teacher_steps=700)}
+TEACHERS = {"short": dict(teacher_steps=450), "mid": dict(teacher_steps=600),
+            "two_step": dict(two_step=0.5, teacher_steps=700)}
 RECIPES = {
     "toy": {},  # the toy's recipe: lr 1e-3 cosine, hard, ntp_weight 5, a region every 3 tokens
     "lr3e-4": dict(lr=3e-4),
