@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 from dataclasses import dataclass, field
 
-from ..decode import UntrainedMTPWarning, generate
+from ..evaluate import run_strategy
 from ..strategy import Strategy
 
 
@@ -96,19 +95,18 @@ def name_of(s: Strategy) -> str:
 
 
 def _decode(model, val, strategy):
-    results = []
-    with warnings.catch_warnings():  # mid-training, the mask token is not marked trained yet
-        warnings.simplefilter("ignore", UntrainedMTPWarning)
-        for i in range(0, len(val.prompts), val.batch_size):
-            results += generate(model, val.prompts[i:i + val.batch_size], strategy, val.max_new_tokens,
-                                stop_token_ids=val.stop_token_ids)
-    return results
+    """(token lists, forward passes): the project's held-out decoding loop
+    (:func:`sglang_mtp.evaluate.run_strategy`; it silences the untrained-mask warning, which
+    every mid-training checkpoint would raise)."""
+    tokens, passes, _ = run_strategy(model, val.prompts, strategy, val.max_new_tokens, val.stop_token_ids,
+                                     val.batch_size)
+    return tokens, passes
 
 
-def _agreement(results, reference):
-    exact = sum(r.tokens == t for r, t in zip(results, reference)) / len(reference)
-    same = sum(sum(a == b for a, b in zip(r.tokens, t)) for r, t in zip(results, reference))
-    return exact, same / max(1, sum(len(t) for t in reference))
+def _agreement(tokens, reference):
+    exact = sum(t == r for t, r in zip(tokens, reference)) / len(reference)
+    same = sum(sum(a == b for a, b in zip(t, r)) for t, r in zip(tokens, reference))
+    return exact, same / max(1, sum(len(r) for r in reference))
 
 
 def _accuracy(val, token_lists):
@@ -127,7 +125,7 @@ def teacher_reference(teacher, val: Validation) -> dict:
     """Decode the teacher once (greedy); returns its record (``accuracy`` with answers)."""
     was_training = teacher.training
     teacher.eval()
-    val.teacher_tokens = [r.tokens for r in _decode(teacher, val, "ntp")]
+    val.teacher_tokens, _ = _decode(teacher, val, "ntp")
     teacher.train(was_training)
     rec = {"tokens": sum(len(t) for t in val.teacher_tokens)}
     if val.answers is not None:
@@ -144,13 +142,12 @@ def validate(student, val: Validation, k_max: int) -> dict:
     out = {}
     try:
         for s in [Strategy.ntp()] + val.specs(k_max):
-            results = _decode(student, val, s)
-            exact, token = _agreement(results, val.teacher_tokens)
-            passes = sum(r.passes for r in results)
-            rec = {"effective_k": sum(len(r.tokens) for r in results) / max(1, passes),
+            tokens, passes = _decode(student, val, s)
+            exact, token = _agreement(tokens, val.teacher_tokens)
+            rec = {"effective_k": sum(len(t) for t in tokens) / max(1, passes),
                    "agreement": exact, "token_agreement": token}
             if val.answers is not None:
-                rec["accuracy"] = _accuracy(val, [r.tokens for r in results])
+                rec["accuracy"] = _accuracy(val, tokens)
             out["plain" if s.kind == "ntp" else name_of(s)] = rec
     finally:
         student.train(was_training)
