@@ -121,6 +121,11 @@ inline void check_step_batch(const at::Tensor& rows, const at::Tensor& seq_lens,
                 "] (the pending width), got ", width);
 }
 
+// The step's block cap (load-adaptive width): at least 1 (a block always has its first row).
+inline void check_k_cap(int64_t k_cap, const char* op) {
+  MTP_CHECK_ARG(k_cap >= 1, op, "k_cap must be >= 1, got ", k_cap);
+}
+
 inline void check_step_inputs_args(const at::Tensor& pending, const at::Tensor& pending_len,
                                    const at::Tensor& draft_len, const at::Tensor& k, const at::Tensor& threshold,
                                    const at::Tensor& verify, const at::Tensor& first, const at::Tensor& rows,

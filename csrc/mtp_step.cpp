@@ -18,10 +18,11 @@ InputsTuple step_inputs_cpu(
     const at::Tensor& pending, const at::Tensor& pending_len, const at::Tensor& draft_len, const at::Tensor& k,
     const at::Tensor& threshold, const at::Tensor& verify, const at::Tensor& first, const at::Tensor& rows,
     const at::Tensor& seq_lens, const at::Tensor& req_to_token, int64_t mask_token_id, int64_t width,
-    int64_t max_position) {
+    int64_t max_position, int64_t k_cap) {
   const char* op = "step_inputs";
   check_step_inputs_args(pending, pending_len, draft_len, k, threshold, verify, first, rows, seq_lens, req_to_token,
                          width, max_position, op);
+  check_k_cap(k_cap, op);
   const int64_t B = rows.size(0), W = width, C = req_to_token.size(1);
   const int64_t P = std::min(pending.size(0), req_to_token.size(0));
   const int64_t* rw = rows.data_ptr<int64_t>();
@@ -42,7 +43,7 @@ InputsTuple step_inputs_cpu(
   const auto o = inputs_view(out);
   const int32_t* table = req_to_token.data_ptr<int32_t>();
   for (int64_t b = 0; b < B; ++b)
-    step_rule::step_inputs_one(b, rw[b], seq[b], s, table, C, mask_token_id, W, max_position, o);
+    step_rule::step_inputs_one(b, rw[b], seq[b], s, table, C, mask_token_id, W, max_position, k_cap, o);
   return out;
 }
 
@@ -50,10 +51,11 @@ AcceptTuple accept_commit_cpu(
     const at::Tensor& tokens, const at::Tensor& accept_len, const at::Tensor& rows, const at::Tensor& seq_lens,
     at::Tensor& pending, at::Tensor& pending_len, at::Tensor& draft_len, const at::Tensor& k,
     const at::Tensor& verify, at::Tensor& first, const at::Tensor& first_token, const at::Tensor& sampled,
-    const std::optional<at::Tensor>& samples, int64_t mask_token_id, int64_t width) {
+    const std::optional<at::Tensor>& samples, int64_t mask_token_id, int64_t width, int64_t k_cap) {
   const char* op = "accept_commit";
   check_accept_commit_args(tokens, accept_len, rows, seq_lens, pending, pending_len, draft_len, k, verify, first,
                            first_token, sampled, samples, width, op);
+  check_k_cap(k_cap, op);
   const int64_t B = rows.size(0), W = width;
   const int64_t* rw = rows.data_ptr<int64_t>();
   check_rows(rw, B, pending.size(0), op);
@@ -68,7 +70,7 @@ AcceptTuple accept_commit_cpu(
   const int64_t* seq = seq_lens.data_ptr<int64_t>();
   const int64_t* smp = samples.has_value() ? samples->data_ptr<int64_t>() : nullptr;
   for (int64_t b = 0; b < B; ++b)
-    step_rule::accept_commit_one(b, rw[b], seq[b], tok, acc[b], smp, s, mask_token_id, W, o);
+    step_rule::accept_commit_one(b, rw[b], seq[b], tok, acc[b], smp, s, mask_token_id, W, k_cap, o);
   return out;
 }
 

@@ -39,6 +39,15 @@ struct State {
   int64_t Pw;            // pending width
 };
 
+// The block size of request r this step: its k capped by the step's k_cap (load-adaptive
+// width, sglang_mtp/width.py) and by the width (the block must fit after the pending tokens).
+// A first step keeps at least 2 rows: its row 0 re-predicts t1, already emitted by the prefill.
+MTP_HD int64_t step_k(const State& s, int64_t r, int64_t W, int64_t k_cap) {
+  const int64_t k = s.k[r];
+  const int64_t lo = (s.first[r] && k > 1) ? 2 : 1;
+  return max_(lo, min_(min_(k, k_cap), W - (int64_t)s.pending_len[r] + 1));
+}
+
 struct InputsOut {
   int64_t* input_ids;    // [B, W]
   int64_t* positions;    // [B, W]
@@ -52,7 +61,8 @@ struct InputsOut {
 // The forward's inputs and the scan's block for request b (pool row r, committed KV seq).
 // Slots past the table's C columns are clamped (the CPU launcher rejects them before).
 MTP_HD void step_inputs_one(int64_t b, int64_t r, int64_t seq, const State& s, const int32_t* req_to_token,
-                            int64_t C, int64_t mask, int64_t W, int64_t max_position, const InputsOut& o) {
+                            int64_t C, int64_t mask, int64_t W, int64_t max_position, int64_t k_cap,
+                            const InputsOut& o) {
   const int64_t pl = s.pending_len[r], dl = s.draft_len[r];
   const bool fst = s.first[r], ver = s.verify[r];
   const int64_t seq_in = seq - (fst ? 1 : 0);  // a first step re-runs the last prompt row
@@ -66,7 +76,7 @@ MTP_HD void step_inputs_one(int64_t b, int64_t r, int64_t seq, const State& s, c
   if (fst) o.out_cache_loc[b * W] = table[clamp_(seq + W - 1, C - 1)];  // scratch: keep the prefill's KV
   o.attn_seq_lens[b] = seq_in;
   o.block_start[b] = (int32_t)(b * W + pl - 1 - dl);
-  o.block_len[b] = (int32_t)(ver ? dl + 1 : s.k[r]);
+  o.block_len[b] = (int32_t)(ver ? dl + 1 : step_k(s, r, W, k_cap));
   o.block_threshold[b] = ver ? 0.0f : s.threshold[r];
 }
 
@@ -82,8 +92,9 @@ struct AcceptOut {
 // Accept request b's tokens from the scan's argmax rows (tokens [B*W]) and accept length,
 // and write its next pending tokens into the state. samples: [B] or null (sampler fallbacks).
 MTP_HD void accept_commit_one(int64_t b, int64_t r, int64_t seq, const int64_t* tokens, int32_t scan_len,
-                              const int64_t* samples, const State& s, int64_t mask, int64_t W, const AcceptOut& o) {
-  const int64_t pl = s.pending_len[r], dl = s.draft_len[r], kk = s.k[r];
+                              const int64_t* samples, const State& s, int64_t mask, int64_t W, int64_t k_cap,
+                              const AcceptOut& o) {
+  const int64_t pl = s.pending_len[r], dl = s.draft_len[r], kk = step_k(s, r, W, k_cap);
   const bool ver = s.verify[r], fst = s.first[r];
   const int64_t base = pl - 1 - dl;  // row of the last verified token
   const int64_t* row = tokens + b * W;

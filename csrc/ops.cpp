@@ -29,12 +29,13 @@ TORCH_LIBRARY(sglang_mtp, m) {
   // One MTP decode step = step_inputs -> forward -> confidence_scan -> accept_commit.
   // State [P]: pending int64 [P, Pw], pending_len/draft_len/k int32, threshold float32,
   // verify/first bool; rows, seq_lens int64 [B]; req_to_token int32 [P', C]
+  // k_cap: the step's cap on every block (load-adaptive width; >= k_max = no cap)
   // -> input_ids, positions, out_cache_loc int64 [B, W]; attn_seq_lens int64 [B];
   //    block_start, block_len int32 [B]; block_threshold float32 [B]
   m.def(
       "step_inputs(Tensor pending, Tensor pending_len, Tensor draft_len, Tensor k, Tensor threshold, "
       "Tensor verify, Tensor first, Tensor rows, Tensor seq_lens, Tensor req_to_token, int mask_token_id, "
-      "int width, int max_position) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "int width, int max_position, int k_cap) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // tokens int64 [B*W] and accept_len int32 [B] from confidence_scan; rows, seq_lens (the
   // step's attn_seq_lens) int64 [B]; state as above (pending, pending_len, draft_len, first
   // written in place), first_token int64 [P], sampled bool [P]; samples int64 [B] or None
@@ -43,6 +44,6 @@ TORCH_LIBRARY(sglang_mtp, m) {
   m.def(
       "accept_commit(Tensor tokens, Tensor accept_len, Tensor rows, Tensor seq_lens, Tensor(a!) pending, "
       "Tensor(b!) pending_len, Tensor(c!) draft_len, Tensor k, Tensor verify, Tensor(d!) first, "
-      "Tensor first_token, Tensor sampled, Tensor? samples, int mask_token_id, int width) "
+      "Tensor first_token, Tensor sampled, Tensor? samples, int mask_token_id, int width, int k_cap) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

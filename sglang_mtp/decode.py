@@ -57,7 +57,7 @@ class GenerationResult:
 
 
 def generate(model, prompts, strategy="ntp", max_new_tokens: int = 64, stop_token_ids=None,
-             mask_token_id=None, sampling=None, seed=None) -> list:
+             mask_token_id=None, sampling=None, seed=None, width_policy=None) -> list:
     """MTP decoding of a batch of prompts; returns one :class:`GenerationResult` each.
 
     Args:
@@ -75,6 +75,9 @@ def generate(model, prompts, strategy="ntp", max_new_tokens: int = 64, stop_toke
             prompt. Semantics per strategy: :mod:`sglang_mtp.sampling`.
         seed: the sampling seed (int), or a list with one per prompt; None = a fresh random
             seed per request. The same seed gives the same tokens alone or in any batch.
+        width_policy: a :class:`~sglang_mtp.width.WidthPolicy` (load-adaptive width): every
+            pass caps each block at ``width_policy.cap(live requests)`` (the first pass keeps
+            2), as the SGLang worker does. None = no cap. Lossy output depends on it.
     Lossy strategies (static/conf_adapt with k > 1) on a checkpoint not marked
     ``mtp_trained`` emit an :class:`UntrainedMTPWarning`.
     """
@@ -92,7 +95,7 @@ def generate(model, prompts, strategy="ntp", max_new_tokens: int = 64, stop_toke
     results = [GenerationResult(strategy=s, prompt_len=len(p)) for s, p in zip(strategies, prompts)]
     with torch.inference_mode():
         _decode(model, prompts, strategies, budgets, _stop_ids(model, stop_token_ids), mask_id, ctx, results,
-                samplings, seeds)
+                samplings, seeds, width_policy)
     return results
 
 
@@ -185,7 +188,7 @@ class _LiveRequests:
             self.sampling = self.sampling.select(rows)
 
 
-def _decode(model, prompts, strategies, budgets, stops, mask_id, ctx, results, samplings, seeds):
+def _decode(model, prompts, strategies, budgets, stops, mask_id, ctx, results, samplings, seeds, width_policy):
     """The step loop: one forward pass for all live requests, then ``step.accept``."""
     dev, start = model.device, time.perf_counter()
     ids = [b for b in range(len(prompts)) if budgets[b] > 0]
@@ -195,11 +198,16 @@ def _decode(model, prompts, strategies, budgets, stops, mask_id, ctx, results, s
     kv = HoleyKVCache(model, len(live.ids), dev)
     max_k = max(s.k for s in strategies)
     suppress = -1 if mask_id is None else mask_id
+    first = True
     while live.ids:
         seq_lens = kv.seq_lens
+        k = live.k.long()
+        if width_policy is not None:  # the load's block cap (sglang_mtp.width.step_cap)
+            cap = width_policy.cap(len(live.ids))
+            k = torch.maximum(k.clamp(max=cap), torch.where(first & (k > 1), 2, 1))
         # Near the context limit, fewer masks: no block row may predict a position >= ctx
         # (such tokens could never be emitted, and verify's drafts must stay in context).
-        k = live.k if ctx is None else torch.minimum(live.k.long(), ctx - seq_lens - live.pending_len).clamp(min=1)
+        k = k if ctx is None else torch.minimum(k, ctx - seq_lens - live.pending_len).clamp(min=1)
         width = int((live.pending_len + k - 1).max())
         logits = model(
             input_ids=propose(live.pending, live.pending_len, width, max(suppress, 0)),
@@ -211,6 +219,7 @@ def _decode(model, prompts, strategies, budgets, stops, mask_id, ctx, results, s
                      live.thr, live.ver, suppress, max_k, stop_token_ids=stops, budget=live.budget,
                      sampling=live.sampling, seq_lens=seq_lens)
         kv.commit(width, out.keep)
+        first = False
         _record(results, live.ids, out, stops, time.perf_counter() - start)
         live.advance(out)
         if bool(out.finished.any()):

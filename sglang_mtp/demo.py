@@ -78,7 +78,8 @@ def _reference(path, problems, strategy, args):
         warnings.simplefilter("ignore")
         for _ in range(args.repeats):  # alternate the modes so drift hits both alike
             runs["ntp"].append(generate(model, prompts, Strategy.ntp(), args.max_new_tokens))
-            runs["mtp"].append(generate(model, prompts, strategy, args.max_new_tokens))
+            runs["mtp"].append(generate(model, prompts, strategy, args.max_new_tokens,
+                                        width_policy=server_policy(strategy)))
     base, mtp = _median_run(runs["ntp"]), _median_run(runs["mtp"])
     print(f"model: {path}\nreference decoder, {len(prompts)} held-out problems in one batch, "
           f"{args.threads} thread(s), timings: the median of {args.repeats} alternating runs\n")
@@ -122,12 +123,21 @@ def _engine_check(path, prompt_ids, strategy, ref_tokens, args) -> int:
           f"effective k {k_eff}, {mtp_s:.2f} s vs {ntp_s:.2f} s with {{\"mtp\": false}} "
           f"({ntp_s / mtp_s:.2f}x; median of {len(out['mtp_seconds'])} alternating runs each; "
           "CPU timings of a tiny model are dominated by per-step overheads)")
-    print(f"engine output identical to the reference decoder for {same}/{len(ref_tokens)} prompts")
+    print(f"engine output identical to the reference decoder for {same}/{len(ref_tokens)} prompts "
+          f"(both with the server's default width policy: {server_policy(strategy).describe()})")
     return 0 if same == len(ref_tokens) else 1
 
 
 def describe_engine(strategy) -> str:
     return f"--decode-mode mtp --mtp-threshold {strategy.threshold:g} --mtp-k-max {strategy.k}"
+
+
+def server_policy(strategy):
+    """The CPU server's default load-adaptive width policy for ``strategy``'s k_max: the
+    reference decoder takes it so that both cap every pass's blocks alike."""
+    from .sglang_plugin.flags import MTPConfig
+
+    return MTPConfig(k_max=strategy.k).width_policy("cpu")
 
 
 def _engine_child(job: dict) -> None:

@@ -52,12 +52,12 @@ def to(device, *ts):
     return [t.to(device) if isinstance(t, torch.Tensor) else t for t in ts]
 
 
-def run_step(state, rows, seq_lens, req_to_token, W, gen, device, with_samples=True):
+def run_step(state, rows, seq_lens, req_to_token, W, gen, device, with_samples=True, k_cap=ops.NO_CAP):
     st = {n: t.to(device) for n, t in state.items()}
     ref_st = {n: t.clone() for n, t in state.items()}
-    args = (rows, seq_lens, req_to_token, MASK, W, 300)
+    args = (rows, seq_lens, req_to_token, MASK, W, 300, k_cap)
     s_args = [st[n] for n in STATE[:7]]
-    got = ops.step_inputs(*s_args, *to(device, rows, seq_lens, req_to_token), MASK, W, 300)
+    got = ops.step_inputs(*s_args, *to(device, rows, seq_lens, req_to_token), MASK, W, 300, k_cap)
     want = step_inputs_ref(*[ref_st[n] for n in STATE[:7]], *args)
     for g, w in zip(got, want):
         assert g.dtype == w.dtype and torch.equal(g.cpu(), w), (g, w)
@@ -66,10 +66,10 @@ def run_step(state, rows, seq_lens, req_to_token, W, gen, device, with_samples=T
     attn = want[2]
     out = ops.accept_commit(*to(device, tokens, accept, rows, attn), st["pending"], st["pending_len"],
                             st["draft_len"], st["k"], st["verify"], st["first"], st["first_token"], st["sampled"],
-                            None if samples is None else samples.to(device), MASK, W)
+                            None if samples is None else samples.to(device), MASK, W, k_cap)
     ref = accept_commit_ref(tokens, accept, rows, attn, ref_st["pending"], ref_st["pending_len"],
                             ref_st["draft_len"], ref_st["k"], ref_st["verify"], ref_st["first"],
-                            ref_st["first_token"], ref_st["sampled"], samples, MASK, W)
+                            ref_st["first_token"], ref_st["sampled"], samples, MASK, W, k_cap)
     for g, w in zip(out, ref):
         assert g.dtype == w.dtype and torch.equal(g.cpu(), w), (g, w)
     for n in STATE:
@@ -82,6 +82,40 @@ def test_matches_reference(device, B, k_max):
     state, rows, seq_lens, table, W, gen = random_state(B, k_max, seed=B * 100 + k_max)
     for step in range(3):  # consecutive steps: the written state feeds the next one
         _, state = run_step(state, rows, seq_lens, table, W, gen, device, with_samples=step != 1)
+
+
+@pytest.mark.parametrize("k_cap", [1, 2, 3, 5])
+def test_capped_steps_match_reference(device, k_cap):
+    # Load-adaptive width: a narrower step (W = 2*k_cap - 1, at least 3 for first steps) whose
+    # pending tokens fit it, as the worker's width choice guarantees (sglang_mtp.width).
+    state, rows, seq_lens, table, W_max, gen = random_state(23, 8, seed=40 + k_cap)
+    W = max(2 * k_cap - 1, 3)
+    for step in range(3):
+        pl = state["pending_len"].clamp(max=k_cap)
+        state["pending_len"] = pl.int()
+        state["draft_len"] = torch.where(state["verify"] & ~state["first"], pl - 1, 0).int()
+        out, state = run_step(state, rows, seq_lens, table, W, gen, device, with_samples=step != 1, k_cap=k_cap)
+        k_rows, first_cap = state["k"][rows].long(), 2 if step == 0 else 1
+        # No block grows past the cap: at most k_cap new tokens and pending tokens per request.
+        assert bool((state["pending_len"][rows].long() <= torch.minimum(k_rows, torch.tensor(max(k_cap, first_cap)))).all())
+        assert bool((out[1].long() <= max(k_cap, first_cap)).all())
+
+
+def test_cap_sets_the_next_draft_count(device):
+    # verify with every draft right: the next drafts are the capped block's mask rows.
+    state, rows, seq_lens, table, W, gen = random_state(1, 8, seed=3)
+    r = int(rows[0])
+    state["k"][r], state["verify"][r], state["first"][r] = 8, True, False
+    state["pending_len"][r], state["draft_len"][r] = 3, 2
+    st = {n: t.to(device) for n, t in state.items()}
+    blocks = ops.step_inputs(*[st[n] for n in STATE[:7]], *to(device, rows, seq_lens, table), MASK, 5, 300, 3)
+    assert int(blocks[5][0]) == 3  # verify's block = its drafts + 1, whatever the cap
+    drafts = st["pending"][r, 1:3]
+    tokens = torch.cat([st["pending"][r, :0], drafts, torch.tensor([40, 41, 42], device=device)])
+    ops.accept_commit(tokens, torch.tensor([3], dtype=torch.int32, device=device), rows.to(device), blocks[2],
+                      st["pending"], st["pending_len"], st["draft_len"], st["k"], st["verify"], st["first"],
+                      st["first_token"], st["sampled"], None, MASK, 5, 3)
+    assert int(st["pending_len"][r]) == 3 and int(st["draft_len"][r]) == 2  # k capped at 3: 2 new drafts
 
 
 def test_width_one_for_all_plain_batches(device):
@@ -122,12 +156,12 @@ def test_opcheck(device, name):
     state, rows, seq_lens, table, W, gen = random_state(5, 3, seed=2)
     st = {n: t.to(device) for n, t in state.items()}
     if name == "step_inputs":
-        args = (*[st[n] for n in STATE[:7]], *to(device, rows, seq_lens, table), MASK, W, 300)
+        args = (*[st[n] for n in STATE[:7]], *to(device, rows, seq_lens, table), MASK, W, 300, 2)
     else:
         blocks = step_inputs_ref(*[state[n] for n in STATE[:7]], rows, seq_lens, table, MASK, W, 300)
         tokens, accept = fake_scan(state, rows, W, gen, blocks[4:])
         args = (*to(device, tokens, accept, rows, blocks[2]), st["pending"], st["pending_len"], st["draft_len"],
-                st["k"], st["verify"], st["first"], st["first_token"], st["sampled"], None, MASK, W)
+                st["k"], st["verify"], st["first"], st["first_token"], st["sampled"], None, MASK, W, 2)
     torch.library.opcheck(getattr(torch.ops.sglang_mtp, name), args)
 
 
@@ -157,6 +191,8 @@ def test_bad_width_and_accept_len_are_named():
     args, W = _inputs_args()
     with pytest.raises(ValueError, match="width must be in"):
         ops.step_inputs(*args, MASK, W + 1, 300)
+    with pytest.raises(ValueError, match="k_cap must be >= 1, got 0"):
+        ops.step_inputs(*args, MASK, W, 300, 0)
     state, rows, seq_lens, _, W, gen = random_state(2, 3, seed=4)
     tokens = torch.zeros(2 * W, dtype=torch.int64)
     with pytest.raises(ValueError, match=r"accept_len\[1\] = 0 is outside"):

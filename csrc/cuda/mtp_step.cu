@@ -20,7 +20,7 @@ constexpr int kThreads = 128;
 
 __global__ void step_inputs_kernel(State s, int64_t P, const int64_t* rows, const int64_t* seq_lens,
                                    const int32_t* req_to_token, int64_t C, int64_t mask, int64_t W,
-                                   int64_t max_position, int64_t B, step_rule::InputsOut o) {
+                                   int64_t max_position, int64_t k_cap, int64_t B, step_rule::InputsOut o) {
   const int64_t b = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (b >= B) return;
   const int64_t r = rows[b];
@@ -32,12 +32,12 @@ __global__ void step_inputs_kernel(State s, int64_t P, const int64_t* rows, cons
     o.block_threshold[b] = 0.0f;
     return;
   }
-  step_rule::step_inputs_one(b, r, seq_lens[b], s, req_to_token, C, mask, W, max_position, o);
+  step_rule::step_inputs_one(b, r, seq_lens[b], s, req_to_token, C, mask, W, max_position, k_cap, o);
 }
 
 __global__ void accept_commit_kernel(State s, int64_t P, const int64_t* rows, const int64_t* seq_lens,
                                      const int64_t* tokens, const int32_t* accept_len, const int64_t* samples,
-                                     int64_t mask, int64_t W, int64_t B, step_rule::AcceptOut o) {
+                                     int64_t mask, int64_t W, int64_t k_cap, int64_t B, step_rule::AcceptOut o) {
   const int64_t b = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (b >= B) return;
   const int64_t r = rows[b];
@@ -49,7 +49,7 @@ __global__ void accept_commit_kernel(State s, int64_t P, const int64_t* rows, co
     o.last_token[b] = 0;
     return;
   }
-  step_rule::accept_commit_one(b, r, seq_lens[b], tokens, accept_len[b], samples, s, mask, W, o);
+  step_rule::accept_commit_one(b, r, seq_lens[b], tokens, accept_len[b], samples, s, mask, W, k_cap, o);
 }
 
 int blocks_for(int64_t B) { return (int)((B + kThreads - 1) / kThreads); }
@@ -58,10 +58,11 @@ InputsTuple step_inputs_cuda(
     const at::Tensor& pending, const at::Tensor& pending_len, const at::Tensor& draft_len, const at::Tensor& k,
     const at::Tensor& threshold, const at::Tensor& verify, const at::Tensor& first, const at::Tensor& rows,
     const at::Tensor& seq_lens, const at::Tensor& req_to_token, int64_t mask_token_id, int64_t width,
-    int64_t max_position) {
+    int64_t max_position, int64_t k_cap) {
   const char* op = "step_inputs";
   check_step_inputs_args(pending, pending_len, draft_len, k, threshold, verify, first, rows, seq_lens, req_to_token,
                          width, max_position, op);
+  check_k_cap(k_cap, op);
   const c10::cuda::CUDAGuard guard(pending.device());
   const int64_t B = rows.size(0), W = width, C = req_to_token.size(1);
   const int64_t P = std::min(pending.size(0), req_to_token.size(0));
@@ -71,7 +72,7 @@ InputsTuple step_inputs_cuda(
   const auto o = inputs_view(out);
   step_inputs_kernel<<<blocks_for(B), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
       s, P, rows.data_ptr<int64_t>(), seq_lens.data_ptr<int64_t>(), req_to_token.data_ptr<int32_t>(), C,
-      mask_token_id, W, max_position, B, o);
+      mask_token_id, W, max_position, k_cap, B, o);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
@@ -80,10 +81,11 @@ AcceptTuple accept_commit_cuda(
     const at::Tensor& tokens, const at::Tensor& accept_len, const at::Tensor& rows, const at::Tensor& seq_lens,
     at::Tensor& pending, at::Tensor& pending_len, at::Tensor& draft_len, const at::Tensor& k,
     const at::Tensor& verify, at::Tensor& first, const at::Tensor& first_token, const at::Tensor& sampled,
-    const std::optional<at::Tensor>& samples, int64_t mask_token_id, int64_t width) {
+    const std::optional<at::Tensor>& samples, int64_t mask_token_id, int64_t width, int64_t k_cap) {
   const char* op = "accept_commit";
   check_accept_commit_args(tokens, accept_len, rows, seq_lens, pending, pending_len, draft_len, k, verify, first,
                            first_token, sampled, samples, width, op);
+  check_k_cap(k_cap, op);
   const c10::cuda::CUDAGuard guard(pending.device());
   const int64_t B = rows.size(0), W = width;
   auto out = alloc_accept(B, W, seq_lens);
@@ -93,7 +95,7 @@ AcceptTuple accept_commit_cuda(
   accept_commit_kernel<<<blocks_for(B), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
       s, pending.size(0), rows.data_ptr<int64_t>(), seq_lens.data_ptr<int64_t>(), tokens.data_ptr<int64_t>(),
       accept_len.data_ptr<int32_t>(), samples.has_value() ? samples->data_ptr<int64_t>() : nullptr, mask_token_id,
-      W, B, o);
+      W, k_cap, B, o);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }

@@ -73,8 +73,11 @@ def sample_scan(logits, block_start, block_len, threshold, stop_token_ids, suppr
                             inv_temperature, seed, position)
 
 
+NO_CAP = 1 << 30  # a k_cap that caps nothing (blocks are at most MAX_K)
+
+
 def step_inputs(pending, pending_len, draft_len, k, threshold, verify, first, rows, seq_lens, req_to_token,
-                mask_token_id: int, width: int, max_position: int):
+                mask_token_id: int, width: int, max_position: int, k_cap: int = NO_CAP):
     """The W-wide forward's inputs and the scan's blocks for one MTP decode step.
 
     State (indexed by pool row, P rows): pending int64 [P, Pw] (tokens whose KV is not in the
@@ -82,24 +85,28 @@ def step_inputs(pending, pending_len, draft_len, k, threshold, verify, first, ro
     drafts), k int32 [P] (block size / k_max), threshold float32 [P] (ConfAdapt tau), verify
     bool [P], first bool [P] (first decode step: re-run the prompt's last row). Batch: rows
     int64 [B] (pool rows), seq_lens int64 [B] (committed KV), req_to_token int32 [P', C].
-    ``width`` W in [1, Pw]; positions are clamped to ``max_position - 1``.
+    ``width`` W in [1, Pw]; positions are clamped to ``max_position - 1``. ``k_cap`` (>= 1)
+    caps every request's block this step (load-adaptive width, :mod:`sglang_mtp.width`): its
+    block is ``max(2 if first else 1, min(k, k_cap, W - pending_len + 1))`` rows.
 
     Returns input_ids, positions, out_cache_loc int64 [B, W]; attn_seq_lens int64 [B] (KV the
     forward attends to); block_start, block_len int32 [B] and block_threshold float32 [B] for
     :func:`confidence_scan`. Semantics: :func:`.step_reference.step_inputs_ref`.
     """
     return _ops.step_inputs(pending, pending_len, draft_len, k, threshold, verify, first, rows, seq_lens,
-                            req_to_token, mask_token_id, width, max_position)
+                            req_to_token, mask_token_id, width, max_position, k_cap)
 
 
 def accept_commit(tokens, accept_len, rows, seq_lens, pending, pending_len, draft_len, k, verify, first,
-                  first_token, sampled, samples, mask_token_id: int, width: int):
+                  first_token, sampled, samples, mask_token_id: int, width: int, k_cap: int = NO_CAP):
     """Accept one step's tokens and commit them: outputs for SGLang, next state in place.
 
     tokens int64 [B*W] and accept_len int32 [B]: :func:`confidence_scan` of the step's logits
     over :func:`step_inputs`' blocks; seq_lens: the step's attn_seq_lens int64 [B]; state as in
     :func:`step_inputs` plus first_token int64 [P] (the prefill's token) and sampled bool [P]
     (sampler fallbacks, whose token is ``samples`` int64 [B], or None when there are none).
+    ``k_cap``: the same as the step's :func:`step_inputs` (verify's next drafts are the capped
+    block's mask rows).
     Writes ``pending``, ``pending_len``, ``draft_len`` and ``first`` of the batch's rows.
 
     Returns emitted int64 [B, W+1] (tokens, 0 padded; last column = KV kept beyond SGLang's
@@ -109,7 +116,7 @@ def accept_commit(tokens, accept_len, rows, seq_lens, pending, pending_len, draf
     :func:`.step_reference.accept_commit_ref`.
     """
     return _ops.accept_commit(tokens, accept_len, rows, seq_lens, pending, pending_len, draft_len, k, verify,
-                              first, first_token, sampled, samples, mask_token_id, width)
+                              first, first_token, sampled, samples, mask_token_id, width, k_cap)
 
 
 OPS = ("confidence_scan", "sample_scan", "step_inputs", "accept_commit")
@@ -138,7 +145,7 @@ def _sample_scan_fake(logits, block_start, block_len, threshold, stop_token_ids,
 
 @torch.library.register_fake("sglang_mtp::step_inputs")
 def _step_inputs_fake(pending, pending_len, draft_len, k, threshold, verify, first, rows, seq_lens, req_to_token,
-                      mask_token_id, width, max_position):
+                      mask_token_id, width, max_position, k_cap):
     B = rows.shape[0]
     i64 = dict(dtype=torch.int64)
     return (rows.new_empty((B, width), **i64), rows.new_empty((B, width), **i64), rows.new_empty((B,), **i64),
@@ -148,7 +155,7 @@ def _step_inputs_fake(pending, pending_len, draft_len, k, threshold, verify, fir
 
 @torch.library.register_fake("sglang_mtp::accept_commit")
 def _accept_commit_fake(tokens, accept_len, rows, seq_lens, pending, pending_len, draft_len, k, verify, first,
-                        first_token, sampled, samples, mask_token_id, width):
+                        first_token, sampled, samples, mask_token_id, width, k_cap):
     B = rows.shape[0]
     i64 = dict(dtype=torch.int64)
     return (rows.new_empty((B, width + 1), **i64), rows.new_empty((B,), dtype=torch.int32),

@@ -18,11 +18,20 @@ import torch
 from sglang_mtp import step
 
 
+def step_k(k, pending_len, first, width: int, k_cap: int):
+    """Each request's block size this step: k capped by ``k_cap`` and by the width (the block
+    must fit after the pending tokens); a first step keeps 2 rows (row 0 re-predicts t1)."""
+    lo = 1 + (first & (k > 1)).long()
+    capped = torch.minimum(k.long().clamp(max=k_cap), width - pending_len.long() + 1)
+    return torch.maximum(lo, capped)
+
+
 def step_inputs_ref(pending, pending_len, draft_len, k, threshold, verify, first, rows, seq_lens,
-                    req_to_token, mask_token_id: int, width: int, max_position: int):
+                    req_to_token, mask_token_id: int, width: int, max_position: int, k_cap: int = 1 << 30):
     """Reference for :func:`sglang_mtp.ops.step_inputs` (same arguments and results)."""
     p = [t[rows] for t in (pending, pending_len, draft_len, k, threshold, verify, first)]
     pending_b, pending_len_b, draft_len_b, k_b, thr_b, verify_b, first_b = p
+    k_b = step_k(k_b, pending_len_b, first_b, width, k_cap)
     seq_in = seq_lens - first_b.to(seq_lens.dtype)
     input_ids = step.propose(pending_b, pending_len_b, width, mask_token_id)
     slots = step.step_positions(seq_in, width)
@@ -35,13 +44,14 @@ def step_inputs_ref(pending, pending_len, draft_len, k, threshold, verify, first
 
 
 def accept_commit_ref(tokens, accept_len, rows, seq_lens, pending, pending_len, draft_len, k, verify, first,
-                      first_token, sampled, samples, mask_token_id: int, width: int):
+                      first_token, sampled, samples, mask_token_id: int, width: int, k_cap: int = 1 << 30):
     """Reference for :func:`sglang_mtp.ops.accept_commit` (writes the state rows in place)."""
     B, W = rows.shape[0], width
     dev = tokens.device
     tok = tokens.view(B, W).clone()
     pending_b, pending_len_b, draft_len_b = pending[rows], pending_len[rows], draft_len[rows]
     k_b, verify_b, first_b, first_token_b = k[rows], verify[rows], first[rows], first_token[rows]
+    k_b = step_k(k_b, pending_len_b, first_b, W, k_cap)
     if samples is not None:  # sampler fallbacks decode one token: the sample replaces row 0
         base = (pending_len_b - 1 - draft_len_b).long()
         at = torch.arange(W, device=dev)[None, :] == base[:, None]

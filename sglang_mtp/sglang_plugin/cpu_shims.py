@@ -1,7 +1,7 @@
 """Compatibility hooks that let a stock SGLang 0.5.23 Engine run the MTP worker on a CPU.
 
 Applied only when no CUDA device is present (the CI machines), except the torch_native
-TARGET_VERIFY fix, which is applied wherever that attention backend is used. Each hook
+TARGET_VERIFY attention (:mod:`.verify_attention`), applied wherever that backend is used. Each hook
 says why it exists. None of them changes results: they replace Triton/CUDA-only helpers
 with plain-torch equivalents or skip a GPU-only warm-up.
 """
@@ -83,15 +83,18 @@ def _assign_req_to_token_pool_torch(req_pool_indices, req_to_token, start_offset
 
 
 def _verify_attention_around(original, self, q, k, v, layer, forward_batch, save_kv_cache=True):
-    # Why: torch_native's extend path needs extend_prefix_lens / extend_seq_lens and the
-    # total length, which SGLang only fills for prefill batches; a TARGET_VERIFY batch
-    # carries seq_lens = committed KV and W query tokens per request. Fill them for the
-    # duration of the call (causal attention over committed KV + the W queries is exactly
-    # what MTP needs; torch_native ignores custom masks).
+    # Why: torch_native runs a TARGET_VERIFY batch through its prefill path, which needs
+    # extend_prefix_lens / extend_seq_lens (SGLang fills them only for prefill batches) and
+    # pads every request's W queries to its whole KV length, one SDPA call per request.
+    # Plain causal layers take verify_attention instead: one SDPA call for the batch, W
+    # query rows per request. Other layers (sliding window, cross attention) keep the
+    # prefill path with the lengths filled in for the call.
     fb = forward_batch
     if not fb.forward_mode.is_target_verify():
         return original(self, q, k, v, layer, fb, save_kv_cache)
     width = fb.spec_info.num_tokens_per_req
+    if _plain_causal(layer):
+        return _batched_verify(self, q, k, v, layer, fb, save_kv_cache, width)
     saved = (fb.seq_lens, fb.extend_prefix_lens, fb.extend_seq_lens)
     fb.extend_prefix_lens = fb.seq_lens
     fb.extend_seq_lens = torch.full_like(fb.seq_lens, width)
@@ -100,3 +103,26 @@ def _verify_attention_around(original, self, q, k, v, layer, forward_batch, save
         return original(self, q, k, v, layer, fb, save_kv_cache)
     finally:
         fb.seq_lens, fb.extend_prefix_lens, fb.extend_seq_lens = saved
+
+
+def _plain_causal(layer) -> bool:
+    from sglang.srt.layers.radix_attention import AttentionType
+
+    window = getattr(layer, "sliding_window_size", None)
+    return (not layer.is_cross_attention and layer.attn_type != AttentionType.ENCODER_ONLY
+            and (window is None or window <= -1))
+
+
+def _batched_verify(backend, q, k, v, layer, fb, save_kv_cache, width):
+    from sglang.srt.mem_cache.memory_pool import KVWriteLoc
+
+    from .verify_attention import verify_attention
+
+    pool = backend.token_to_kv_pool
+    if save_kv_cache and k is not None and v is not None:
+        pool.set_kv_buffer(layer, KVWriteLoc(fb.out_cache_loc, backend.swa_out_cache_loc), k, v)
+    q_ = q.view(-1, layer.tp_q_head_num, layer.qk_head_dim)
+    o = verify_attention(q_, pool.get_key_buffer(layer.layer_id), pool.get_value_buffer(layer.layer_id),
+                         backend.req_to_token_pool.req_to_token, fb.req_pool_indices, fb.seq_lens, width,
+                         layer.scaling)
+    return o.reshape(q.shape[0], layer.tp_q_head_num * layer.v_head_dim)

@@ -20,14 +20,20 @@ import json
 import os
 import sys
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Optional, Union
 
 from sglang_mtp.strategy import MAX_K, Strategy
+from sglang_mtp.width import WidthPolicy
 
 ALGORITHM = "MTP"
 ENV_CONFIG = "SGLANG_MTP_CONFIG"
 STRATEGIES = ("conf_adapt", "static", "verify")
 DEBUG_ENV = "SGLANG_MTP_DEBUG"
+# --mtp-token-budget default per device kind: query tokens per decode forward before blocks
+# shrink (sglang_mtp.width). CPU: measured on the toy (bench/results/serve-cpu-toy-width);
+# GPU: not measured yet (no GPU was available); an 8B model's decode forward on an H100
+# stays memory-bound up to a few hundred query tokens.
+DEFAULT_TOKEN_BUDGET = {"cpu": 160, "cuda": 512}
 
 
 class MTPStartupError(ValueError):
@@ -62,6 +68,7 @@ class MTPConfig:
     threshold: float = 0.9
     k_max: int = 8
     mask_token_id: Optional[int] = None
+    token_budget: Union[int, str] = "default"  # int >= 0 (0 = fixed width) or "default"
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -74,6 +81,10 @@ class MTPConfig:
         m = self.mask_token_id
         if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 0):
             raise MTPStartupError(f"--mtp-mask-token-id must be a non-negative integer, got {m!r}")
+        b = self.token_budget
+        if b != "default" and (isinstance(b, bool) or not isinstance(b, int) or b < 0):
+            raise MTPStartupError(f"--mtp-token-budget must be a non-negative integer (0 = fixed width) "
+                                  f"or 'default', got {b!r}")
 
     @property
     def width(self) -> int:
@@ -89,6 +100,13 @@ class MTPConfig:
         if self.strategy == "verify":
             return Strategy.verify(self.k_max)
         return Strategy.conf_adapt(float(self.threshold), self.k_max)
+
+    def width_policy(self, device: str = "cpu") -> WidthPolicy:
+        """The load-adaptive width policy (:mod:`sglang_mtp.width`) on ``device``."""
+        b = self.token_budget
+        if b == "default":
+            b = DEFAULT_TOKEN_BUDGET.get(str(device).split(":")[0], DEFAULT_TOKEN_BUDGET["cuda"])
+        return WidthPolicy(self.k_max, budget=b)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -124,6 +142,13 @@ def add_cli_args(result, parser: argparse.ArgumentParser):
                        help="Largest block (tokens per forward pass); the decode forward is "
                             "2*k_max-1 tokens wide per request. 1 = plain decoding. "
                             "Default: %(default)s.")
+    group.add_argument("--mtp-token-budget", type=_token_budget, default=d.token_budget,
+                       help="Load-adaptive width: query tokens per decode forward. Each step's "
+                            "width is the widest of 1, 3, 7, ... 2*k_max-1 with batch*width <= N, "
+                            "and every block is capped at (width+1)/2 (lossy output may then depend "
+                            "on the load; verify output never does). 0 = fixed width 2*k_max-1 "
+                            f"(deterministic); default = {DEFAULT_TOKEN_BUDGET['cpu']} on CPU, "
+                            f"{DEFAULT_TOKEN_BUDGET['cuda']} on GPU.")
     group.add_argument("--mtp-mask-token-id", type=int, default=None,
                        help="Id of the <MTP> mask token. Default: the checkpoint's "
                             "config.mtp_mask_token_id (or the tokenizer's <MTP> token).")
@@ -135,7 +160,8 @@ def from_cli_args(result, cls, args: argparse.Namespace):
     if getattr(args, "decode_mode", "ntp") != "mtp":
         return result
     cfg = MTPConfig(strategy=args.mtp_strategy, threshold=args.mtp_threshold,
-                    k_max=args.mtp_k_max, mask_token_id=args.mtp_mask_token_id)
+                    k_max=args.mtp_k_max, mask_token_id=args.mtp_mask_token_id,
+                    token_budget=getattr(args, "mtp_token_budget", "default"))
     if result.speculative_algorithm not in (None, ALGORITHM):
         raise MTPStartupError(f"--decode-mode mtp cannot be combined with "
                          f"--speculative-algorithm {result.speculative_algorithm}")
@@ -145,15 +171,29 @@ def from_cli_args(result, cls, args: argparse.Namespace):
     return result
 
 
+def _token_budget(text: str):
+    """argparse type of --mtp-token-budget: an integer >= 0 or 'default'."""
+    if text == "default":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'default', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0 = fixed width), got {value}")
+    return value
+
+
 def engine(model_path: str, *, strategy: str = "conf_adapt", threshold: float = 0.9, k_max: int = 8,
-           mask_token_id: Optional[int] = None, **engine_kwargs):
+           mask_token_id: Optional[int] = None, token_budget: Union[int, str] = "default", **engine_kwargs):
     """An ``sglang.Engine`` decoding with MTP (the Python twin of ``--decode-mode mtp``).
 
     ``engine_kwargs`` go to ``sglang.Engine`` unchanged (device, dtype, attention backend...).
     """
     import sglang
 
-    cfg = MTPConfig(strategy=strategy, threshold=threshold, k_max=k_max, mask_token_id=mask_token_id)
+    cfg = MTPConfig(strategy=strategy, threshold=threshold, k_max=k_max, mask_token_id=mask_token_id,
+                    token_budget=token_budget)
     os.environ[ENV_CONFIG] = cfg.to_env()
     if cfg.k_max == 1:  # plain decoding: SGLang unchanged, nothing of the worker on the path
         return sglang.Engine(model_path=model_path, **engine_kwargs)

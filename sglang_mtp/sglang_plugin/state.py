@@ -46,6 +46,7 @@ class MTPState:
         self.host_sampled = np.zeros(pool_size, dtype=bool)
         self.host_sampling = np.zeros(pool_size, dtype=bool)  # MTP sampling
         self.host_truncates = np.zeros(pool_size, dtype=bool)  # ... with top-k / top-p / min-p
+        self.host_pending_bound = np.ones(pool_size, dtype=np.int64)  # >= pending_len (width choice)
 
     def admit(self, rows, rows_host, strategies, sampled, last_prompt_token, first_token, samplings=None,
               seeds=None) -> None:
@@ -74,6 +75,7 @@ class MTPState:
         idx = np.asarray(rows_host, dtype=np.int64)
         self.host_k[idx] = k_host
         self.host_first[idx] = k_host > 1
+        self.host_pending_bound[idx] = 1
         self.host_sampled[idx] = np.asarray(sampled, dtype=bool)
         samplings = [None] * len(idx) if samplings is None else samplings
         seeds = [0] * len(idx) if seeds is None else seeds
@@ -90,6 +92,17 @@ class MTPState:
     def stepped(self, idx) -> None:
         """The requests ``idx`` (host pool rows) took a decode step: no first step is left."""
         self.host_first[idx] = False
+
+    def plan_step(self, idx, cap: int):
+        """Load-adaptive step (:mod:`sglang_mtp.width`): every request's block under ``cap``
+        [B] and the width the step needs (pending tokens + block - 1, widest of the batch).
+        Records the blocks as the bound on the next step's pending tokens (a step leaves at
+        most its block pending), so no device value is read."""
+        k, first = self.host_k[idx].astype(np.int64), self.host_first[idx]
+        block = np.maximum(np.where(first & (k > 1), 2, 1), np.minimum(k, cap))
+        need = int((self.host_pending_bound[idx] + block - 1).max()) if len(idx) else 1
+        self.host_pending_bound[idx] = block
+        return block, need
 
     def all_plain(self, idx) -> bool:
         """Whether every request of a batch decodes one token per step."""

@@ -36,6 +36,7 @@ from sglang.srt.speculative.base_spec_worker import BaseSpecWorker
 from sglang_mtp import ops
 from sglang_mtp.sampling import RowSampling
 from sglang_mtp.step import sample_tokens
+from sglang_mtp.width import WidthPolicy
 
 from . import plain
 from .flags import MTPConfig, check_cuda_kernels, check_mask_in_vocab, resolve_mask_token_id
@@ -60,6 +61,8 @@ class MTPWorker(BaseSpecWorker):
         self.width = self.config.width
         self.speculative_num_draft_tokens = self.width
         self.default_strategy = self.config.strategy_obj()
+        self.narrow = _sizes_verify_from_batch(self.model_runner)
+        self.policy = self.config.width_policy(str(self.device)) if self.narrow else WidthPolicy(self.config.k_max)
         self.mask_id = resolve_mask_token_id(
             self.model_runner.model_config.hf_config,
             server_args.tokenizer_path or server_args.model_path,
@@ -70,7 +73,8 @@ class MTPWorker(BaseSpecWorker):
         self.max_position = self.model_runner.model_config.context_len
         self.mask_index = torch.tensor([self.mask_id], dtype=torch.int64, device=self.device)
         self.state = None
-        logger.info("MTP worker: %s, width %d, mask id %d", self.default_strategy, self.width, self.mask_id)
+        logger.info("MTP worker: %s, width %d, mask id %d; widths: %s", self.default_strategy, self.width,
+                    self.mask_id, self.policy.describe())
 
     @property
     def draft_worker(self):
@@ -141,11 +145,10 @@ class MTPWorker(BaseSpecWorker):
             result = plain.plain_decode(self, batch, on_publish)
             batch.forward_mode = ForwardMode.DECODE
             return result
-        # A batch of plain-decoding requests only needs one query each (no masks).
-        width = 1 if state.all_plain(idx) else self.width
+        width, k_cap = self._step_width(idx)
         input_ids, positions, attn_lens, loc, start, length, tau = ops.step_inputs(
             *state.tensors(), rows, batch.seq_lens, self.req_to_token_pool.req_to_token, self.mask_id, width,
-            self.max_position)
+            self.max_position, k_cap)
         first = state.host_first[idx]
         if batch.seq_lens_cpu is not None and first.any():
             # First steps attend from P-1 (see ops.step_inputs); keep the host mirror in step.
@@ -168,7 +171,7 @@ class MTPWorker(BaseSpecWorker):
                                                sampling, positions[:, 0] + 1, width)
         emitted, emit_len, new_seq_lens, last, emit_rows, predict = ops.accept_commit(
             tokens, accept_len, rows, attn_lens, state.pending, state.pending_len, state.draft_len, state.k,
-            state.verify, state.first, state.first_token, state.sampled, samples, self.mask_id, width)
+            state.verify, state.first, state.first_token, state.sampled, samples, self.mask_id, width, k_cap)
         state.stepped(idx)
         if batch.return_logprob:
             compute_spec_logprobs(batch, result.logits_output, predict, accept_index=emit_rows)
@@ -180,12 +183,27 @@ class MTPWorker(BaseSpecWorker):
             next_token_ids=emitted.reshape(-1),  # stride W + 1, see commit.py
             can_run_cuda_graph=result.can_run_cuda_graph,
             accept_lens=emit_len,
+            cap_lens=torch.full((len(idx),), width, dtype=torch.int32),  # widths in meta_info (metrics.py)
             new_seq_lens=new_seq_lens,
             next_draft_input=MTPRelay(bonus_tokens=last, new_seq_lens=new_seq_lens),
             speculative_num_draft_tokens=width,
             speculative_output_stride=width + 1,
             num_non_draft_tokens_per_req=0,
         )
+
+    def _step_width(self, idx):
+        """(width, k_cap) of a decode step over the requests ``idx`` (host pool rows).
+
+        Fixed width (``--mtp-token-budget 0``): 2*k_max-1, or 1 for a batch of plain
+        requests, and no cap. Load-adaptive: the policy's cap for this batch size and the
+        narrowest width that holds every request's pending tokens and capped block."""
+        if not self.narrow:  # this attention backend sizes verify batches from the server's width
+            return self.width, ops.NO_CAP
+        if not self.policy.adaptive:
+            return (1 if self.state.all_plain(idx) else self.width), ops.NO_CAP
+        cap = self.policy.cap(len(idx))
+        _, need = self.state.plan_step(idx, cap)
+        return self.policy.step_width(need), cap
 
     def _sample_fallback(self, batch, logits, positions, width):
         """SGLang's own sampler on each request's row 0 (temperature, grammar, penalties...).
@@ -196,6 +214,24 @@ class MTPWorker(BaseSpecWorker):
         row0 = logits.view(B, width, -1)[:, 0].clone()  # [B, V]
         row0.index_fill_(1, self.mask_index, float("-inf"))  # <MTP> is never emitted
         return plain.sample(self.model_runner, batch, row0, positions[:, 0])
+
+
+# Attention backends whose TARGET_VERIFY path takes the query width from the batch (our
+# MTPVerifyInput), so a step may be narrower than 2*k_max-1: torch_native through
+# cpu_shims / verify_attention (tested), FlashInfer through MTPVerifyInput's
+# generate_attn_arg_prefill (GPU; bench/gpu_check.sh). Others (FA3, Triton, TRT-LLM MHA,
+# FlashMLA) size verify metadata from the server's speculative_num_draft_tokens, so a
+# narrower batch would read or write out of bounds: they always run the full width.
+NARROW_BACKENDS = ("TorchNativeAttnBackend", "FlashInferAttnBackend")
+
+
+def _sizes_verify_from_batch(model_runner) -> bool:
+    backend = type(getattr(model_runner, "attn_backend", None)).__name__
+    if backend not in NARROW_BACKENDS:
+        logger.warning("MTP: attention backend %s sizes verify batches from the server's width: every "
+                       "decode step runs the full width 2*k_max-1 (no load-adaptive width)", backend)
+        return False
+    return True
 
 
 @contextlib.contextmanager

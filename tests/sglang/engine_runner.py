@@ -7,7 +7,8 @@ SPEC: {"model": path, "mtp": {strategy, threshold, k_max, ...} or null (plain SG
 
 - {"op": "generate", "input_ids": [[..]], "sampling_params": dict or [dict], "return_logprob": bool}
   -> {"outputs": [{"output_ids", "cached_tokens", "finish_reason", "forward_passes", "logprobs"}]}
-  or {"error": msg} (forward_passes: meta_info["mtp_forward_passes"], None when absent)
+  or {"error": msg} (forward_passes / widths: meta_info["mtp_forward_passes"] /
+  meta_info["mtp_widths"], None when absent)
 - {"op": "staggered", "input_ids": [[..]], "sampling_params": [..], "delay": s}: requests
   submitted one by one, ``delay`` seconds apart, running concurrently -> same as generate
 - {"op": "flush"}: flush the radix cache
@@ -41,6 +42,7 @@ def _summary(out: dict) -> dict:
         "cached_tokens": meta.get("cached_tokens"),
         "finish_reason": (meta.get("finish_reason") or {}).get("type"),
         "forward_passes": meta.get("mtp_forward_passes"),
+        "widths": meta.get("mtp_widths"),
         "logprobs": None if lp is None else [[v, t] for v, t, *_ in lp],
     }
 

@@ -76,8 +76,10 @@ def run(tmp_path_factory):
         {"op": "flush"},
         {"op": "probe"},  # 16: idle accounting after everything
     ]
+    # --mtp-token-budget 0: the fixed width 2*k_max-1, no cap (the deterministic choice), so
+    # every lossy output equals the uncapped reference decoder (test_engine_width.py: adaptive).
     data = run_engine(tmp, "mtp", tmp / "ckpt", jobs, mtp={"strategy": "conf_adapt", "threshold": 0.9,
-                                                          "k_max": K_MAX})
+                                                          "k_max": K_MAX, "token_budget": 0})
     return dict(res=data["results"], ref_long=ref_long, a_real_kv=a_real_kv, ref=ref, ref_stop=ref_stop, stop_tok=stop_tok, ref_a=ref_a, ref_b=ref_b,
                 pb=pb, ref_budget=ref_budget, ref_stagger=ref_stagger, prompts=prompts, model=model)
 

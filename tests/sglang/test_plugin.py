@@ -55,6 +55,23 @@ def test_decode_mode_mtp_translates_to_the_algorithm(monkeypatch):
     assert cfg.strategy_obj() == Strategy.static(3)
 
 
+def test_token_budget_flag(monkeypatch):
+    monkeypatch.delenv(flags.ENV_CONFIG, raising=False)
+    _server_args(["--decode-mode", "mtp", "--mtp-k-max", "8", "--mtp-token-budget", "120"])
+    cfg = flags.MTPConfig.from_env()
+    assert cfg.token_budget == 120 and cfg.width_policy("cpu").target(9) == 7
+    assert flags.MTPConfig(k_max=8, token_budget=0).width_policy("cuda").target(1000) == 15  # fixed width
+    default = flags.MTPConfig(k_max=8)
+    assert default.width_policy("cpu").budget == flags.DEFAULT_TOKEN_BUDGET["cpu"]
+    assert default.width_policy("cuda:1").budget == flags.DEFAULT_TOKEN_BUDGET["cuda"]
+    for bad in ("-1", "auto", "1.5"):
+        with pytest.raises(SystemExit):
+            _server_args(["--decode-mode", "mtp", "--mtp-token-budget", bad])
+    for bad in (-1, "auto", True, 2.0):
+        with pytest.raises(flags.MTPStartupError, match="--mtp-token-budget"):
+            flags.MTPConfig(token_budget=bad)
+
+
 def test_k_max_1_runs_sglang_unchanged(monkeypatch):
     # Plain decoding for every request: no MTP algorithm, so SGLang's own decode path (and
     # its CUDA graphs) run; the settings still reach the per-request validation.

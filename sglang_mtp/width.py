@@ -1,0 +1,104 @@
+"""Load-adaptive block width: how wide each decode forward is, given how many requests share it.
+
+A decode forward carries W query tokens per request (pending tokens, then masks). W costs
+almost nothing while batch * W is small and a lot once the forward turns compute-bound, so
+the width follows the load:
+
+- the allowed widths are 1, 3, 7, 15, ... below ``2 * k_max - 1``, plus ``2 * k_max - 1``;
+- a step's *target* width is the widest allowed one that the policy grants the batch size
+  (a query-token budget: ``batch * W <= budget``; or a table of (max batch, width) rows);
+- every request's block this step is capped at ``cap = (target + 1) // 2`` tokens (a first
+  step keeps 2, see :func:`step_cap`), which is what makes lossy output depend on the load:
+  the reference decoder takes the same policy (``decode.generate(width_policy=...)``);
+- the forward itself is the narrowest allowed width that holds every request's pending
+  tokens plus its capped block (:meth:`WidthPolicy.step_width`). That is the target when the
+  cap holds still; after the cap drops, one step is still wider while the previous, longer
+  blocks are fed back; a batch of plain (k = 1) requests runs at width 1.
+
+``budget == 0`` is today's fixed width ``2 * k_max - 1`` (no cap). verify output never
+depends on the width (only its speed does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+
+def allowed_widths(k_max: int) -> Tuple[int, ...]:
+    """1, 3, 7, 15, ... below 2*k_max-1, then 2*k_max-1 (the widest block's width)."""
+    top = 2 * k_max - 1
+    widths, w = [], 1
+    while w < top:
+        widths.append(w)
+        w = 2 * w + 1
+    return tuple(widths) + (top,)
+
+
+@dataclass(frozen=True)
+class WidthPolicy:
+    """Target width per batch size. ``budget``: query tokens per forward (0 = fixed width);
+    ``table``: (max_batch, width) rows from a calibration, used instead of the budget."""
+
+    k_max: int
+    budget: int = 0
+    table: Optional[Tuple[Tuple[int, int], ...]] = None
+
+    def __post_init__(self):
+        if self.k_max < 1:
+            raise ValueError(f"k_max must be >= 1, got {self.k_max}")
+        if self.budget < 0:
+            raise ValueError(f"the token budget must be >= 0 (0 = fixed width), got {self.budget}")
+        if self.table is not None:
+            widths = allowed_widths(self.k_max)
+            for max_batch, w in self.table:
+                if w not in widths or max_batch < 1:
+                    raise ValueError(f"bad width table row ({max_batch}, {w}); widths must be in {widths}")
+
+    @property
+    def adaptive(self) -> bool:
+        return self.budget > 0 or self.table is not None
+
+    @property
+    def widths(self) -> Tuple[int, ...]:
+        return allowed_widths(self.k_max)
+
+    def target(self, batch_size: int) -> int:
+        """The widest allowed width this batch size is granted (1 when none fits)."""
+        widths = self.widths
+        if not self.adaptive:
+            return widths[-1]
+        if self.table is not None:
+            fits = [w for max_batch, w in self.table if batch_size <= max_batch]
+            return max(fits, default=1)
+        fits = [w for w in widths if batch_size * w <= self.budget]
+        return max(fits, default=1)
+
+    def cap(self, batch_size: int) -> int:
+        """Block-size cap of every request at this batch size."""
+        return (self.target(batch_size) + 1) // 2
+
+    def step_width(self, need: int) -> int:
+        """The forward's width: the narrowest allowed one >= ``need`` (the batch's widest
+        pending tokens + capped block - 1)."""
+        for w in self.widths:
+            if w >= need:
+                return w
+        return self.widths[-1]
+
+    def describe(self) -> str:
+        """One log line: the target width at a few batch sizes."""
+        if not self.adaptive:
+            return f"fixed width {self.widths[-1]}"
+        sizes = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+        source = f"budget {self.budget} tokens" if self.table is None else "calibrated"
+        return f"{source}: " + ", ".join(f"B={b}: W={self.target(b)}" for b in sizes)
+
+
+def step_cap(k: int, cap: int, first: bool) -> int:
+    """A request's block size in a step with block cap ``cap`` (k = its strategy's k).
+
+    A first MTP step keeps 2 rows: its first row re-predicts the prefill's token. The same
+    rule as the fused ops' ``step_k`` (``csrc/mtp_step_rule.h``), which also caps by the width.
+    """
+    return max(2 if first and k > 1 else 1, min(k, cap))

@@ -1,0 +1,87 @@
+"""Load-adaptive block width through a real SGLang Engine on CPU (one Engine start).
+
+Server: static k_max 4 (widths 1, 3, 7), ``--mtp-token-budget 24``: one request decodes at
+width 7, 8 requests at width 3 (blocks of 2), 32 requests at width 1 (one token per pass,
+after their first pass). Responses report the widths in ``meta_info["mtp_widths"]``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sglang_mtp.width import WidthPolicy
+from tests.models import random_prompts
+from tests.sglang.harness import build_checkpoint, mtp_params, reference, run_engine
+
+K_MAX, BUDGET, NEW = 4, 24, 16
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("width_engine")
+    model, _ = build_checkpoint(tmp / "ckpt")
+    prompts = random_prompts(32, seed=11, min_len=3, max_len=12)
+    greedy = {"temperature": 0, "max_new_tokens": NEW}
+    jobs = [
+        {"op": "generate", "input_ids": [prompts[0]], "sampling_params": greedy},  # 0: alone
+        {"op": "generate", "input_ids": prompts[:8], "sampling_params": greedy},  # 1: 8 users
+        {"op": "generate", "input_ids": prompts,  # 2: 32 users, lossless
+         "sampling_params": {**greedy, "custom_params": mtp_params("verify:4")}},
+        {"op": "generate", "input_ids": prompts, "return_logprob": True,  # 3: plain + logprobs
+         "sampling_params": {**greedy, "custom_params": {"mtp": False}}},
+        {"op": "generate", "input_ids": [prompts[1]],  # 4: alone, budget-capped (k 4 > cap 2)
+         "sampling_params": {**greedy, "custom_params": mtp_params("static:4")}},
+        {"op": "flush"},
+        {"op": "probe"},
+    ]
+    data = run_engine(tmp, "width", tmp / "ckpt", jobs,
+                      mtp={"strategy": "static", "k_max": K_MAX, "token_budget": BUDGET})
+    return dict(res=data["results"], model=model, prompts=prompts)
+
+
+def outputs(run, job):
+    res = run["res"][job]
+    assert "outputs" in res, res
+    return res["outputs"]
+
+
+def test_width_follows_the_number_of_users(run):
+    alone, eight, many = outputs(run, 0)[0], outputs(run, 1), outputs(run, 2)
+    assert "7" in alone["widths"] and set(alone["widths"]) <= {"3", "7"}, alone["widths"]
+    # 8 users share a 24-token budget: width 3 while more than 3 are decoding.
+    assert all("3" in o["widths"] for o in eight), [o["widths"] for o in eight]
+    assert all("1" in o["widths"] and "7" not in o["widths"] for o in many), [o["widths"] for o in many]
+
+
+def test_lossy_output_equals_the_reference_with_the_same_caps(run):
+    policy = WidthPolicy(K_MAX, budget=BUDGET)
+    model, prompts = run["model"], run["prompts"]
+    for job, prompt in ((0, prompts[0]), (4, prompts[1])):
+        want = reference_with(model, prompt, "static:4", policy)
+        assert outputs(run, job)[0]["output_ids"] == want
+
+
+def reference_with(model, prompt, strategy, policy):
+    from sglang_mtp.decode import generate
+
+    return generate(model, [prompt], strategy=strategy, max_new_tokens=NEW, width_policy=policy)[0].tokens
+
+
+def test_verify_is_unchanged_at_every_width(run):
+    want = reference(run["model"], run["prompts"], ["ntp"] * 32, NEW)
+    assert [o["output_ids"] for o in outputs(run, 2)] == want
+
+
+def test_plain_logprob_batches_run_at_width_one(run):
+    outs = outputs(run, 3)
+    want = reference(run["model"], run["prompts"], ["ntp"] * 32, NEW)
+    assert [o["output_ids"] for o in outs] == want
+    # Every decode pass at width 1 (the prefill emits the first token).
+    assert all(o["widths"] == {"1": len(o["output_ids"]) - 1} for o in outs), [o["widths"] for o in outs]
+    assert all(len(o["logprobs"]) == len(o["output_ids"]) for o in outs)
+
+
+def test_no_kv_leak(run):
+    assert run["res"][-2]["flushed"]
+    probe = run["res"][-1]
+    assert probe.get("leak") is False and probe["available"] == probe["total"], probe
