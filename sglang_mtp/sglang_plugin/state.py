@@ -34,6 +34,7 @@ class MTPState:
         self.sampled = torch.zeros(pool_size, dtype=torch.bool, **z)  # SGLang's sampler (fallback)
         self.first = torch.zeros(pool_size, dtype=torch.bool, **z)  # first decode step (see ops)
         self.first_token = torch.zeros(pool_size, dtype=torch.int64, **z)  # t1, from the prefill
+        self.unsent = torch.zeros(pool_size, dtype=torch.int32, **z)  # pending[1:1+unsent] not emitted yet
         # MTP sampling (sglang_mtp.sampling): 0 inverse temperature = greedy.
         self.inv_temperature = torch.zeros(pool_size, dtype=torch.float32, **z)
         self.seed = torch.zeros(pool_size, dtype=torch.int64, **z)
@@ -47,6 +48,7 @@ class MTPState:
         self.host_sampling = np.zeros(pool_size, dtype=bool)  # MTP sampling
         self.host_truncates = np.zeros(pool_size, dtype=bool)  # ... with top-k / top-p / min-p
         self.host_pending_bound = np.ones(pool_size, dtype=np.int64)  # >= pending_len (width choice)
+        self.host_unsent = np.zeros(pool_size, dtype=bool)  # may have unsent tokens
 
     def admit(self, rows, rows_host, strategies, sampled, last_prompt_token, first_token, samplings=None,
               seeds=None) -> None:
@@ -76,6 +78,7 @@ class MTPState:
         self.host_k[idx] = k_host
         self.host_first[idx] = k_host > 1
         self.host_pending_bound[idx] = 1
+        self.host_unsent[idx] = False
         self.host_sampled[idx] = np.asarray(sampled, dtype=bool)
         samplings = [None] * len(idx) if samplings is None else samplings
         seeds = [0] * len(idx) if seeds is None else seeds
@@ -84,6 +87,30 @@ class MTPState:
             getattr(self, name)[rows] = t.to(dev, non_blocking=True)
         self.host_sampling[idx] = [s is not None for s in samplings]
         self.host_truncates[idx] = [s is not None and s.truncates for s in samplings]
+
+    def start_blocks(self, rows, idx, pending, pending_len, draft_len, unsent, blocks, lossy) -> None:
+        """Requests whose first block came out of their prefill (prefill_masks.py): their
+        pending tokens are the block (``pending`` [n, K]), no first step is left, and the
+        first decode step emits ``pending[1:1+unsent]`` before its own tokens."""
+        K = pending.shape[1]
+        self.pending[rows, :K] = pending
+        self.pending_len[rows] = pending_len
+        self.draft_len[rows] = draft_len
+        self.unsent[rows] = unsent.to(torch.int32)
+        self.first[rows] = False
+        self.host_first[idx] = False
+        self.host_pending_bound[idx] = blocks
+        self.host_unsent[idx] = lossy
+
+    def take_unsent(self, rows, idx):
+        """(pending tokens [B, Pw], unsent counts [B]) of a batch about to step, when some
+        request of it still has prefill block tokens to emit (then cleared), else None."""
+        if not self.host_unsent[idx].any():
+            return None
+        taken = (self.pending[rows].clone(), self.unsent[rows].clone())
+        self.unsent[rows] = 0
+        self.host_unsent[idx] = False
+        return taken
 
     def tensors(self):
         """The state arguments of ``ops.step_inputs`` (after ``rows, seq_lens, ...``)."""

@@ -35,10 +35,11 @@ from sglang.srt.speculative.base_spec_worker import BaseSpecWorker
 
 from sglang_mtp import ops
 from sglang_mtp.sampling import RowSampling
-from sglang_mtp.step import sample_tokens
-from sglang_mtp.width import WidthPolicy
+from sglang_mtp.step import accept, sample_tokens, strategy_tensors
+from sglang_mtp.strategy import MAX_K
+from sglang_mtp.width import WidthPolicy, step_cap
 
-from . import plain
+from . import plain, prefill_masks
 from .flags import MTPConfig, check_cuda_kernels, check_mask_in_vocab, resolve_mask_token_id
 from .params import request_strategy
 from .spec_input import MTPRelay, MTPVerifyInput
@@ -61,8 +62,8 @@ class MTPWorker(BaseSpecWorker):
         self.width = self.config.width
         self.speculative_num_draft_tokens = self.width
         self.default_strategy = self.config.strategy_obj()
-        self.narrow = _sizes_verify_from_batch(self.model_runner)
-        self.policy = self.config.width_policy(str(self.device)) if self.narrow else WidthPolicy(self.config.k_max)
+        self.policy = self.config.width_policy(str(self.device))
+        self._narrow = None  # known once SGLang has built the attention backends (narrow())
         self.mask_id = resolve_mask_token_id(
             self.model_runner.model_config.hf_config,
             server_args.tokenizer_path or server_args.model_path,
@@ -84,6 +85,7 @@ class MTPWorker(BaseSpecWorker):
         self.req_to_token_pool, self.token_to_kv_pool_allocator = self._target_worker.get_memory_pool()
         pool_size = self.req_to_token_pool.req_to_token.shape[0]
         self.state = MTPState(pool_size, self.width, self.device)
+        self.page_size = getattr(self.token_to_kv_pool_allocator, "page_size", 1)
 
     def forward_batch_generation(self, batch, on_publish=None, pp_proxy_tensors=None, **kwargs):
         if batch.forward_mode.is_decode():
@@ -93,16 +95,29 @@ class MTPWorker(BaseSpecWorker):
     # -- prefill ---------------------------------------------------------------------------
     def _prefill(self, batch, on_publish):
         plans = [request_strategy(r, self.default_strategy) for r in batch.reqs]
-        if any(p.sampling is not None for p in plans):
+        blocks = self._first_blocks(plans)
+        counts = prefill_masks.mask_counts(batch, blocks, self.token_to_kv_pool_allocator, self.page_size,
+                                           self.req_to_token_pool.req_to_token.shape[1]) if blocks else None
+        with contextlib.ExitStack() as stack:
             # SGLang's sampler turns the logits into probabilities in place; MTP sampling
             # needs the logits themselves.
-            with _raw_logits(self.model_runner) as raw:
-                result = self._target_worker.forward_batch_generation(batch)
-        else:
-            raw, result = {}, self._target_worker.forward_batch_generation(batch)
+            raw = stack.enter_context(_raw_logits(self.model_runner)) if any(
+                p.sampling is not None for p in plans) else {}
+            box = None
+            if counts:  # masks ride the prefill (prefill_masks.py)
+                last_rows = stack.enter_context(prefill_masks.masked_extend(
+                    batch, counts, self.mask_id, self.req_to_token_pool.req_to_token,
+                    self.token_to_kv_pool_allocator))
+                box = {"sel": [i for i, m in enumerate(counts) if m]}
+                box["K"] = max(counts[i] for i in box["sel"]) + 1
+                m = torch.tensor([counts[i] for i in box["sel"]], dtype=torch.int64)
+                j = torch.arange(box["K"], dtype=torch.int64)
+                box["rows"] = (last_rows[box["sel"]][:, None] + torch.minimum(j[None, :], m[:, None])).reshape(-1)
+                stack.enter_context(prefill_masks.capture_block_logits(self.model_runner.model, box))
+            result = self._target_worker.forward_batch_generation(batch)
         bs = len(batch.reqs)
         if bs > 0 and result.logits_output is not None and result.next_token_ids is not None:
-            self._admit(batch, result, plans, raw.get("logits"))
+            self._admit(batch, result, plans, raw.get("logits"), box, blocks)
         new_seq_lens = batch.seq_lens.clone()
         if on_publish is not None:
             on_publish(new_seq_lens)
@@ -112,9 +127,19 @@ class MTPWorker(BaseSpecWorker):
         result.speculative_num_draft_tokens = self.width
         return result
 
-    def _admit(self, batch, result, plans, raw_logits):
+    def _first_blocks(self, plans):
+        """Each request's first block size (1 = no masks): its k, capped by the width policy
+        at this batch size like any first step (sglang_mtp.width.step_cap). Empty when no
+        request of the batch decodes with MTP."""
+        if not any(p.strategy.k > 1 and not p.fallback for p in plans):
+            return []
+        cap = self.policy.cap(len(plans)) if self.narrow() and self.policy.adaptive else MAX_K
+        return [1 if p.fallback else step_cap(p.strategy.k, cap, first=True) for p in plans]
+
+    def _admit(self, batch, result, plans, raw_logits, box, blocks):
         """Start each request with its plan and first token: the argmax with <MTP> suppressed,
-        or (MTP sampling) the sample of position P, the same draw as the reference decoder's."""
+        or (MTP sampling) the sample of position P, the same draw as the reference decoder's.
+        Requests whose masks rode the prefill (``box``) start from their whole first block."""
         bs = len(batch.reqs)
         strategies, sampled, samplings, seeds = zip(*plans)
         rows = torch.arange(bs, dtype=torch.int32, device=self.device)
@@ -128,11 +153,37 @@ class MTPWorker(BaseSpecWorker):
                                       batch.seq_lens, 1)
         sampled_t = torch.tensor(sampled, dtype=torch.bool).to(self.device, non_blocking=True)
         first = torch.where(sampled_t, result.next_token_ids.to(torch.int64), tokens)
-        result.next_token_ids = first
         ends = torch.tensor(batch.extend_lens, dtype=torch.int64).cumsum(0) - 1
         last_prompt = batch.input_ids.to(torch.int64)[ends.to(self.device, non_blocking=True)]
-        self.state.admit(batch.req_pool_indices, _host_rows(batch), strategies, sampled, last_prompt, first,
-                         samplings, seeds)
+        idx = _host_rows(batch)
+        self.state.admit(batch.req_pool_indices, idx, strategies, sampled, last_prompt, first, samplings, seeds)
+        if box is not None:
+            first = self._start_blocks(batch, plans, box, blocks, last_prompt, first, idx)
+        result.next_token_ids = first
+
+    def _start_blocks(self, batch, plans, box, blocks, last_prompt, first, idx):
+        """The reference decoder's first pass for the requests whose masks rode the prefill:
+        ``step.accept`` over their last prompt row + mask rows. Returns the first tokens of the
+        batch with theirs (t1) in place; their state holds the block (lossy: t1..t_a, of which
+        t2..t_a are emitted by the first decode step; verify: t1 + k-1 drafts)."""
+        sel, K = box["sel"], box["K"]
+        n, dev = len(sel), self.device
+        sel_t = torch.tensor(sel, dtype=torch.int64).to(dev, non_blocking=True)
+        picked = [plans[i] for i in sel]
+        k = torch.tensor([blocks[i] for i in sel], dtype=torch.int32).to(dev, non_blocking=True)
+        _, thr, ver = strategy_tensors([p.strategy for p in picked], dev)
+        sampling = None
+        if any(p.sampling is not None for p in picked):
+            sampling = RowSampling.build([p.sampling or GREEDY for p in picked], [p.seed for p in picked], dev)
+        pending = last_prompt[sel_t][:, None]
+        one = torch.ones(n, dtype=torch.int32, device=dev)
+        out = accept(box["logits"].to(dev).contiguous(), pending, one, torch.zeros_like(one), k, thr, ver, self.mask_id, K,
+                     sampling=sampling, seq_lens=batch.seq_lens.to(dev)[sel_t].long() - 1)
+        unsent = torch.where(ver, 0, out.emit_len - 1)
+        self.state.start_blocks(batch.req_pool_indices[sel_t], idx[sel], out.next_pending, out.next_pending_len,
+                                out.next_draft_len, unsent, [blocks[i] for i in sel],
+                                [not p.strategy.is_verify for p in picked])
+        return first.index_copy(0, sel_t, out.emitted[:, 0])
 
     # -- decode ----------------------------------------------------------------------------
     def _decode(self, batch, on_publish):
@@ -169,10 +220,13 @@ class MTPWorker(BaseSpecWorker):
         else:  # row j of request b predicts position positions[b, 0] + 1 + j
             tokens, accept_len = sample_tokens(logits.contiguous(), start, length, tau, None, self.mask_id,
                                                sampling, positions[:, 0] + 1, width)
+        unsent = state.take_unsent(rows, idx)  # block tokens decided by the prefill, not sent yet
         emitted, emit_len, new_seq_lens, last, emit_rows, predict = ops.accept_commit(
             tokens, accept_len, rows, attn_lens, state.pending, state.pending_len, state.draft_len, state.k,
             state.verify, state.first, state.first_token, state.sampled, samples, self.mask_id, width, k_cap)
         state.stepped(idx)
+        if unsent is not None:
+            emitted, emit_len, last = _prepend(emitted, emit_len, *unsent, width)
         if batch.return_logprob:
             compute_spec_logprobs(batch, result.logits_output, predict, accept_index=emit_rows)
         if on_publish is not None:
@@ -191,13 +245,19 @@ class MTPWorker(BaseSpecWorker):
             num_non_draft_tokens_per_req=0,
         )
 
+    def narrow(self) -> bool:
+        """Whether steps may be narrower than 2*k_max-1 (see NARROW_BACKENDS)."""
+        if self._narrow is None:
+            self._narrow = _sizes_verify_from_batch(self.model_runner)
+        return self._narrow
+
     def _step_width(self, idx):
         """(width, k_cap) of a decode step over the requests ``idx`` (host pool rows).
 
         Fixed width (``--mtp-token-budget 0``): 2*k_max-1, or 1 for a batch of plain
         requests, and no cap. Load-adaptive: the policy's cap for this batch size and the
         narrowest width that holds every request's pending tokens and capped block."""
-        if not self.narrow:  # this attention backend sizes verify batches from the server's width
+        if not self.narrow():  # this attention backend sizes verify batches from the server's width
             return self.width, ops.NO_CAP
         if not self.policy.adaptive:
             return (1 if self.state.all_plain(idx) else self.width), ops.NO_CAP
@@ -216,6 +276,21 @@ class MTPWorker(BaseSpecWorker):
         return plain.sample(self.model_runner, batch, row0, positions[:, 0])
 
 
+def _prepend(emitted, emit_len, tokens, count, width: int):
+    """Emit ``tokens[b, 1:1+count[b]]`` (a prefill block's t2..t_a) before this step's tokens.
+
+    emitted: [B, W+1] (tokens, then the keep column); tokens: [B, Pw] the requests' pending
+    tokens before the step; count: [B]. Returns (emitted, emit_len, last_token)."""
+    c = torch.arange(width, device=emitted.device)[None, :]
+    count = count.long()[:, None]
+    early = tokens.gather(1, (1 + c).clamp(max=tokens.shape[1] - 1).expand(tokens.shape[0], -1))
+    late = emitted[:, :width].gather(1, (c - count).clamp(min=0))
+    n = emit_len.long()[:, None] + count
+    out = torch.where(c < n, torch.where(c < count, early, late), 0)
+    last = out.gather(1, (n - 1).clamp(min=0))[:, 0]
+    return torch.cat([out, emitted[:, width:]], dim=1), n[:, 0].to(emit_len.dtype), last
+
+
 # Attention backends whose TARGET_VERIFY path takes the query width from the batch (our
 # MTPVerifyInput), so a step may be narrower than 2*k_max-1: torch_native through
 # cpu_shims / verify_attention (tested), FlashInfer through MTPVerifyInput's
@@ -226,10 +301,11 @@ NARROW_BACKENDS = ("TorchNativeAttnBackend", "FlashInferAttnBackend")
 
 
 def _sizes_verify_from_batch(model_runner) -> bool:
-    backend = type(getattr(model_runner, "attn_backend", None)).__name__
-    if backend not in NARROW_BACKENDS:
+    names = {type(getattr(model_runner, n, None)).__name__ for n in ("attn_backend", "decode_attn_backend")}
+    names.discard("NoneType")
+    if not names or not names <= set(NARROW_BACKENDS):
         logger.warning("MTP: attention backend %s sizes verify batches from the server's width: every "
-                       "decode step runs the full width 2*k_max-1 (no load-adaptive width)", backend)
+                       "decode step runs the full width 2*k_max-1 (no load-adaptive width)", sorted(names))
         return False
     return True
 

@@ -306,3 +306,18 @@ def test_failed_setup_fails_loudly_at_startup(monkeypatch):
     algo = spec.MTPSpecAlgo("MTP", lambda sa: None)
     with pytest.raises(RuntimeError, match="could not be applied.*x.y"):
         algo.handle_server_args(SimpleNamespace(speculative_num_draft_tokens=None))
+
+
+def test_prefill_block_tokens_are_emitted_first():
+    # Masks ride the prefill: t2..t_a of a request's first block are emitted by its first
+    # decode step, before that step's own tokens (worker._prepend), row by row.
+    from sglang_mtp.sglang_plugin.worker import _prepend
+
+    W = 5
+    emitted = torch.tensor([[7, 0, 0, 0, 0, 1], [8, 9, 0, 0, 0, 2], [5, 6, 0, 0, 0, 3]])
+    emit_len = torch.tensor([1, 2, 2], dtype=torch.int32)
+    pending = torch.tensor([[40, 41, 42, 3, 3], [50, 3, 3, 3, 3], [60, 61, 3, 3, 3]])
+    count = torch.tensor([2, 0, 1], dtype=torch.int32)
+    out, n, last = _prepend(emitted, emit_len, pending, count, W)
+    assert out.tolist() == [[41, 42, 7, 0, 0, 1], [8, 9, 0, 0, 0, 2], [61, 5, 6, 0, 0, 3]]
+    assert n.tolist() == [3, 2, 3] and n.dtype == torch.int32 and last.tolist() == [7, 9, 6]

@@ -1,0 +1,121 @@
+"""Masks ride the prefill: a request's first block comes out of its prefill forward.
+
+Without this, a request's prefill emits one token and its first decode step re-runs the last
+prompt row with k-1 masks to get the reference decoder's first block: one extra forward per
+request. Here the prefill (EXTEND) forward itself carries each MTP request's k-1 ``<MTP>``
+tokens after its prompt, so its last prompt row plus the mask rows are the reference
+decoder's first pass. The prefill emits t1 (SGLang appends one token per prefill); the rest
+of the accepted block (lossy) rides the request's first decode step, whose pending tokens are
+the whole block (verify: t1 and k-1 fresh drafts), exactly the reference decoder's state
+after its first pass.
+
+KV of the masks: k-1 slots per request are allocated for the forward only, written to the
+request's ``req_to_token`` row right after its prompt, and freed as soon as the forward is
+queued. Nothing keeps them: SGLang's committed length (and so the radix cache) ends at the
+prompt, and the first decode step reserves and overwrites those positions with real tokens.
+Stream order makes the early free safe: a later forward that reuses a slot runs after this one.
+
+Requests keep the old first-step path (``state.first``) whenever this does not apply: a
+batch asking for logprobs (mask rows would enter the input logprobs), multimodal or embedding
+inputs, mixed decode requests, paged KV (page size > 1), a middle prefill chunk, or no free
+slots. The logits of the block rows are computed by the model's own logits processor from the
+forward's hidden states (:func:`capture_block_logits`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import List, Optional
+
+import torch
+
+
+def mask_counts(batch, blocks: List[int], allocator, page_size: int, columns: int) -> Optional[List[int]]:
+    """Masks to append per request (block - 1; 0 = none), or None when the batch keeps the
+    old path. ``blocks``: each request's first block size (1 for plain requests)."""
+    if page_size != 1 or batch.return_logprob or getattr(batch, "decoding_reqs", None):
+        return None
+    if getattr(batch, "input_embeds", None) is not None or any(getattr(batch, "multimodal_inputs", None) or []):
+        return None
+    counts = []
+    for req, block, seq in zip(batch.reqs, blocks, batch.seq_lens_cpu.tolist()):
+        last_chunk = getattr(req, "extend_end", None) == len(getattr(req, "full_untruncated_fill_ids", ()) or ())
+        fits = seq + block - 1 <= columns
+        counts.append(block - 1 if block > 1 and last_chunk and fits else 0)
+    if not any(counts) or allocator.available_size() < sum(counts):
+        return None
+    return counts
+
+
+@contextlib.contextmanager
+def masked_extend(batch, counts, mask_id: int, req_to_token, allocator):
+    """Append ``counts[i]`` masks to request i of an EXTEND ``batch`` for one forward.
+
+    Yields the flat index of each request's last prompt row in the extended token stream
+    (int64 [B]); everything is restored and the mask slots freed on exit."""
+    dev = batch.input_ids.device
+    saved = {n: getattr(batch, n) for n in ("input_ids", "out_cache_loc", "extend_lens", "seq_lens", "seq_lens_cpu",
+                                            "seq_lens_sum", "extend_num_tokens")}
+    total = sum(counts)
+    slots = allocator.alloc(total)
+    if slots is None:
+        raise RuntimeError("no free KV slots for the prefill masks")  # mask_counts checked the pool
+    try:
+        lens = list(batch.extend_lens)
+        pieces_ids, pieces_loc, last_rows, taken, offset = [], [], [], 0, 0
+        seqs = batch.seq_lens_cpu.tolist()
+        rows = batch.req_pool_indices
+        for i, (n, m) in enumerate(zip(lens, counts)):
+            pieces_ids.append(batch.input_ids[offset:offset + n])
+            pieces_loc.append(batch.out_cache_loc[offset:offset + n])
+            new_offset = offset + n + sum(counts[:i])
+            last_rows.append(new_offset - 1)
+            if m:
+                mine = slots[taken:taken + m]
+                pieces_ids.append(torch.full((m,), mask_id, dtype=batch.input_ids.dtype, device=dev))
+                pieces_loc.append(mine.to(batch.out_cache_loc.dtype))
+                req_to_token[rows[i], seqs[i]:seqs[i] + m] = mine.to(req_to_token.dtype)
+                taken += m
+            offset += n
+        extra = torch.tensor(counts, dtype=batch.seq_lens.dtype)
+        batch.input_ids = torch.cat(pieces_ids)
+        batch.out_cache_loc = torch.cat(pieces_loc)
+        batch.extend_lens = [n + m for n, m in zip(lens, counts)]
+        batch.extend_num_tokens = saved["extend_num_tokens"] + total
+        batch.seq_lens = saved["seq_lens"] + extra.to(saved["seq_lens"].device)
+        batch.seq_lens_cpu = saved["seq_lens_cpu"] + extra.to(saved["seq_lens_cpu"].dtype)
+        batch.seq_lens_sum = int(batch.seq_lens_cpu.sum())
+        yield torch.tensor(last_rows, dtype=torch.int64)
+    finally:
+        for name, value in saved.items():
+            setattr(batch, name, value)
+        allocator.free(slots)
+
+
+@contextlib.contextmanager
+def capture_block_logits(model, rows_box: dict):
+    """While active, the model's logits processor also computes the logits of the flat
+    hidden-state rows ``rows_box["rows"]`` (int64 [N]) into ``rows_box["logits"]`` [N, V]."""
+    lp = model.logits_processor
+    original = lp.forward
+    own = "forward" in vars(lp)
+
+    def forward(input_ids, hidden_states, lm_head, logits_metadata, *args, **kwargs):
+        out = original(input_ids, hidden_states, lm_head, logits_metadata, *args, **kwargs)
+        from sglang.srt.layers.logits_processor import LogitsMetadata
+
+        meta = logits_metadata
+        if not isinstance(meta, LogitsMetadata):
+            meta = LogitsMetadata.from_forward_batch(meta)
+        rows = rows_box["rows"].to(hidden_states.device)
+        rows_box["logits"] = lp._get_logits(hidden_states[rows], lm_head, meta, use_logits_buffer=False)
+        return out
+
+    lp.forward = forward
+    try:
+        yield rows_box
+    finally:
+        if own:
+            lp.forward = original
+        else:
+            del lp.forward
