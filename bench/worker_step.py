@@ -57,7 +57,7 @@ def make_worker(B: int, k_max: int, seed: int = 0):
     W, P, C = 2 * k_max - 1, B + 3, 8192
     w = object.__new__(MTPWorker)  # no SGLang model runner: only what the decode step reads
     w.width, w.mask_id, w.max_position, w.device = W, MASK, C, "cpu"
-    w._narrow, w.policy = True, WidthPolicy(k_max)  # the fixed full width (--mtp-token-budget 0)
+    w._narrow, w.policy, w.broadcast = True, WidthPolicy(k_max), None  # fixed width, one rank
     w.mask_index = torch.tensor([MASK])
     w.state = MTPState(P, W, "cpu")
     w.req_to_token_pool = SimpleNamespace(req_to_token=torch.randperm(P * C).view(P, C).int())

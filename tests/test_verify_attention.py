@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.nn.functional import scaled_dot_product_attention
 
-from sglang_mtp.sglang_plugin.verify_attention import verify_attention
+from sglang_mtp.sglang_plugin.verify_attention import verify_attention, verify_plan
 
 
 def per_request(q, k_cache, v_cache, table, rows, prefix, W, scale):
@@ -32,7 +32,7 @@ def test_matches_per_request_attention(Hq, Hkv, W):
     k_cache = torch.randn(slots, Hkv, D, generator=gen)
     v_cache = torch.randn(slots, Hkv, D, generator=gen)
     q = torch.randn(B * W, Hq, D, generator=gen)
-    got = verify_attention(q, k_cache, v_cache, table, rows, prefix, W, 0.25)
+    got = verify_attention(q, k_cache, v_cache, verify_plan(table, rows, prefix, W), 0.25)
     want = per_request(q, k_cache, v_cache, table, rows, prefix, W, 0.25)
     assert got.shape == (B * W, Hq, D)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -46,8 +46,9 @@ def test_queries_never_see_later_positions():
     k_cache, v_cache = torch.randn(40, 2, D, generator=gen), torch.randn(40, 2, D, generator=gen)
     q = torch.randn(W, 2, D, generator=gen)
     rows, prefix = torch.tensor([0]), torch.tensor([10])
-    before = verify_attention(q, k_cache, v_cache, table, rows, prefix, W, 0.3)
+    plan = verify_plan(table, rows, prefix, W)
+    before = verify_attention(q, k_cache, v_cache, plan, 0.3)
     k2, v2 = k_cache.clone(), v_cache.clone()
     k2[12:], v2[12:] = 0.0, 5.0  # positions 12.. : only query 2 (position 12) and 3 see them
-    after = verify_attention(q, k2, v2, table, rows, prefix, W, 0.3)
+    after = verify_attention(q, k2, v2, plan, 0.3)
     assert torch.equal(before[:2], after[:2]) and not torch.allclose(before[2:], after[2:])

@@ -116,13 +116,16 @@ def _plain_causal(layer) -> bool:
 def _batched_verify(backend, q, k, v, layer, fb, save_kv_cache, width):
     from sglang.srt.mem_cache.memory_pool import KVWriteLoc
 
-    from .verify_attention import verify_attention
+    from .verify_attention import verify_attention, verify_plan
 
     pool = backend.token_to_kv_pool
     if save_kv_cache and k is not None and v is not None:
         pool.set_kv_buffer(layer, KVWriteLoc(fb.out_cache_loc, backend.swa_out_cache_loc), k, v)
+    plan = getattr(fb, "_mtp_verify_plan", None)  # built by the first layer, shared by all
+    if plan is None:
+        plan = verify_plan(backend.req_to_token_pool.req_to_token, fb.req_pool_indices, fb.seq_lens, width)
+        fb._mtp_verify_plan = plan
     q_ = q.view(-1, layer.tp_q_head_num, layer.qk_head_dim)
-    o = verify_attention(q_, pool.get_key_buffer(layer.layer_id), pool.get_value_buffer(layer.layer_id),
-                         backend.req_to_token_pool.req_to_token, fb.req_pool_indices, fb.seq_lens, width,
+    o = verify_attention(q_, pool.get_key_buffer(layer.layer_id), pool.get_value_buffer(layer.layer_id), plan,
                          layer.scaling)
     return o.reshape(q.shape[0], layer.tp_q_head_num * layer.v_head_dim)

@@ -27,6 +27,7 @@ from sglang.srt.layers.logits_processor import LogitsProcessorOutput
 from sglang.srt.managers.utils import GenerationBatchResult
 from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
+from .rank_sync import sync_from_rank0
 from .spec_input import MTPRelay
 
 
@@ -55,6 +56,7 @@ def plain_decode(worker, batch, on_publish) -> GenerationBatchResult:
     logits = result.logits_output.next_token_logits  # [B, V]
     logits.index_fill_(1, worker.mask_index, float("-inf"))
     nxt = sample(worker.model_runner, batch, logits, committed)  # [B]
+    sync_from_rank0([nxt], worker.broadcast)
     worker.state.pending[rows, 0] = nxt
     new_seq_lens = committed + 1
     if on_publish is not None:

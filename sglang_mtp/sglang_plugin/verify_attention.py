@@ -11,36 +11,48 @@ left), padding masked out. Same math, so the same tokens up to float rounding or
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch.nn.functional import scaled_dot_product_attention
 
 
-def verify_attention(q, k_cache, v_cache, req_to_token, rows, prefix_lens, width: int, scale: float,
-                     max_kv_len: int = None):
+class VerifyPlan(NamedTuple):
+    """What every layer of one verify forward shares: the KV slots to read and the mask."""
+
+    slots: torch.Tensor  # int64 [B * L]: request b's KV positions 0..L-1 (padding masked)
+    mask: torch.Tensor  # bool [B, 1, W, L]: query j of request b sees positions <= prefix[b] + j
+    batch: int
+    kv_len: int
+
+
+def verify_plan(req_to_token, rows, prefix_lens, width: int, max_kv_len: int = None) -> VerifyPlan:
+    """The plan of a forward: rows [B] pool rows, prefix_lens [B] committed KV before the
+    queries; ``max_kv_len``: max(prefix_lens) + W when known on the host."""
+    B, W = rows.shape[0], width
+    L = int(prefix_lens.max()) + W if max_kv_len is None else max_kv_len
+    slots = req_to_token[rows, :L].reshape(-1).long()  # entries past a request's KV are masked
+    pos = torch.arange(L, device=prefix_lens.device)
+    last = prefix_lens.long()[:, None] + torch.arange(W, device=prefix_lens.device)[None, :]  # [B, W]
+    return VerifyPlan(slots, (pos[None, None, :] <= last[:, :, None])[:, None], B, L)
+
+
+def verify_attention(q, k_cache, v_cache, plan: VerifyPlan, scale: float):
     """Causal attention of W query tokens per request over its KV in the cache.
 
     q: [B*W, Hq, D] (request b's queries are rows b*W .. b*W+W-1, already in the cache at
     positions prefix_lens[b] .. prefix_lens[b]+W-1); k_cache / v_cache: [slots, Hkv, D(v)];
-    req_to_token: [pool, C] slot of each (request row, position); rows: [B] pool rows;
-    prefix_lens: [B] committed KV before the queries; ``max_kv_len``: max(prefix_lens) + W
-    when the caller knows it on the host (avoids a device read). Returns [B*W, Hq, Dv].
+    plan: :func:`verify_plan`. Returns [B*W, Hq, Dv].
     """
-    B = rows.shape[0]
-    W = width
+    B, L = plan.batch, plan.kv_len
     Hq, D = q.shape[1], q.shape[2]
-    if max_kv_len is None:
-        max_kv_len = int(prefix_lens.max()) + W
-    L = max_kv_len
-    slots = req_to_token[rows, :L].long()  # [B, L]; entries past a request's KV are masked
-    k = k_cache[slots]  # [B, L, Hkv, D]
-    v = v_cache[slots]
+    W = q.shape[0] // B
+    k = k_cache.index_select(0, plan.slots).view(B, L, k_cache.shape[1], k_cache.shape[2])
+    v = v_cache.index_select(0, plan.slots).view(B, L, v_cache.shape[1], v_cache.shape[2])
     if k.dtype != q.dtype:
         k, v = k.to(q.dtype), v.to(q.dtype)
-    pos = torch.arange(L, device=q.device)
-    last = prefix_lens.long()[:, None] + torch.arange(W, device=q.device)[None, :]  # [B, W]
-    mask = pos[None, None, :] <= last[:, :, None]  # [B, W, L]
     out = scaled_dot_product_attention(
         q.view(B, W, Hq, D).transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-        attn_mask=mask[:, None], scale=scale, enable_gqa=Hq != k.shape[2],
+        attn_mask=plan.mask, scale=scale, enable_gqa=Hq != k.shape[2],
     )  # [B, Hq, W, Dv]
     return out.transpose(1, 2).reshape(B * W, Hq, v.shape[-1])

@@ -40,6 +40,7 @@ from sglang_mtp.strategy import MAX_K
 from sglang_mtp.width import WidthPolicy, step_cap
 
 from . import plain, prefill_masks
+from .rank_sync import sync_from_rank0, tp_broadcast
 from .flags import MTPConfig, check_cuda_kernels, check_mask_in_vocab, resolve_mask_token_id
 from .params import request_strategy
 from .spec_input import MTPRelay, MTPVerifyInput
@@ -64,6 +65,7 @@ class MTPWorker(BaseSpecWorker):
         self.default_strategy = self.config.strategy_obj()
         self.policy = self.config.width_policy(str(self.device))
         self._narrow = None  # known once SGLang has built the attention backends (narrow())
+        self.broadcast = tp_broadcast()  # rank 0 decides under TP (rank_sync.py); None on one rank
         self.mask_id = resolve_mask_token_id(
             self.model_runner.model_config.hf_config,
             server_args.tokenizer_path or server_args.model_path,
@@ -153,6 +155,7 @@ class MTPWorker(BaseSpecWorker):
                                       batch.seq_lens, 1)
         sampled_t = torch.tensor(sampled, dtype=torch.bool).to(self.device, non_blocking=True)
         first = torch.where(sampled_t, result.next_token_ids.to(torch.int64), tokens)
+        sync_from_rank0([first], self.broadcast)
         ends = torch.tensor(batch.extend_lens, dtype=torch.int64).cumsum(0) - 1
         last_prompt = batch.input_ids.to(torch.int64)[ends.to(self.device, non_blocking=True)]
         idx = _host_rows(batch)
@@ -179,6 +182,8 @@ class MTPWorker(BaseSpecWorker):
         one = torch.ones(n, dtype=torch.int32, device=dev)
         out = accept(box["logits"].to(dev).contiguous(), pending, one, torch.zeros_like(one), k, thr, ver, self.mask_id, K,
                      sampling=sampling, seq_lens=batch.seq_lens.to(dev)[sel_t].long() - 1)
+        sync_from_rank0([out.emitted, out.emit_len, out.next_pending, out.next_pending_len, out.next_draft_len],
+                        self.broadcast)
         unsent = torch.where(ver, 0, out.emit_len - 1)
         self.state.start_blocks(batch.req_pool_indices[sel_t], idx[sel], out.next_pending, out.next_pending_len,
                                 out.next_draft_len, unsent, [blocks[i] for i in sel],
@@ -220,6 +225,7 @@ class MTPWorker(BaseSpecWorker):
         else:  # row j of request b predicts position positions[b, 0] + 1 + j
             tokens, accept_len = sample_tokens(logits.contiguous(), start, length, tau, None, self.mask_id,
                                                sampling, positions[:, 0] + 1, width)
+        sync_from_rank0([tokens, accept_len, samples], self.broadcast)
         unsent = state.take_unsent(rows, idx)  # block tokens decided by the prefill, not sent yet
         emitted, emit_len, new_seq_lens, last, emit_rows, predict = ops.accept_commit(
             tokens, accept_len, rows, attn_lens, state.pending, state.pending_len, state.draft_len, state.k,
