@@ -32,9 +32,9 @@ def fake_forward(input_ids, positions, table):
     return table[input_ids.reshape(-1) % table.shape[0]] * 4 + positions.reshape(-1, 1).float() * 1e-3
 
 
-def step(st, rows, seq_lens, req_to_token, table, W, fused=True, sampling=None):
+def step(st, rows, seq_lens, req_to_token, table, W, fused=True, sampling=None, k_cap=ops.NO_CAP):
     inputs = (ops.step_inputs if fused else step_inputs_ref)(
-        *[st[n] for n in INPUT_STATE], rows, seq_lens, req_to_token, MASK, W, 4096)
+        *[st[n] for n in INPUT_STATE], rows, seq_lens, req_to_token, MASK, W, 4096, k_cap)
     ids, pos, attn, _loc, start, length, tau = inputs
     logits = fake_forward(ids, pos, table)
     if sampling is None:
@@ -42,7 +42,7 @@ def step(st, rows, seq_lens, req_to_token, table, W, fused=True, sampling=None):
     else:
         tokens, accept = sample_tokens(logits, start, length, tau, None, MASK, sampling, pos[:, 0] + 1, W)
     out = (ops.accept_commit if fused else accept_commit_ref)(
-        tokens, accept, rows, attn, *[st[n] for n in ACCEPT_STATE], None, MASK, W)
+        tokens, accept, rows, attn, *[st[n] for n in ACCEPT_STATE], None, MASK, W, k_cap)
     return inputs + tuple(out)
 
 
@@ -63,20 +63,20 @@ def capture(run_step, graph_st, state):
     return g, graph_out
 
 
-def check(B, k_max, steps=4):
+def check(B, k_max, steps=4, k_cap=ops.NO_CAP):
     state, rows, seq_lens, req_to_token, W, _ = random_state(B, k_max, seed=B + k_max, C=1024)
     table = torch.randn(V, V, generator=torch.Generator().manual_seed(1))
     cpu = {n: t.clone() for n, t in state.items()}
     eager = {n: t.cuda() for n, t in state.items()}
     graph_st = {n: t.cuda() for n, t in state.items()}
     dev = [t.cuda() for t in (rows, seq_lens, req_to_token, table)]
-    g, graph_out = capture(lambda st: step(st, *dev, W), graph_st, state)
+    g, graph_out = capture(lambda st: step(st, *dev, W, k_cap=k_cap), graph_st, state)
     ok = True
     for i in range(steps):
-        ref = step(cpu, rows, seq_lens, req_to_token, table, W, fused=False)
+        ref = step(cpu, rows, seq_lens, req_to_token, table, W, fused=False, k_cap=k_cap)
         torch.cuda.set_sync_debug_mode("error")
         try:
-            got = step(eager, *dev, W)
+            got = step(eager, *dev, W, k_cap=k_cap)
         finally:
             torch.cuda.set_sync_debug_mode("default")
         g.replay()
@@ -84,7 +84,8 @@ def check(B, k_max, steps=4):
         same = all(torch.equal(a.cpu(), r) and torch.equal(c.cpu(), r) for a, c, r in zip(got, graph_out, ref))
         same &= all(torch.equal(eager[n].cpu(), cpu[n]) and torch.equal(graph_st[n].cpu(), cpu[n]) for n in cpu)
         ok &= same
-        print(f"mtp step B={B} k_max={k_max} step {i}: {'OK' if same else 'MISMATCH'} (eager, graph, reference)")
+        print(f"mtp step B={B} k_max={k_max} k_cap={k_cap} step {i}: {'OK' if same else 'MISMATCH'} "
+              "(eager, graph, reference)")
     return ok
 
 
@@ -122,5 +123,6 @@ def check_sampled(B, k_max, steps=4):
 
 if __name__ == "__main__":
     results = [check(B, k) for B, k in [(1, 2), (19, 8), (99, 4), (300, 16), (3, 64)]]
+    results += [check(B, k, k_cap=c) for B, k, c in [(19, 8, 2), (300, 16, 4)]]  # load-adaptive caps
     results += [check_sampled(B, k) for B, k in [(1, 4), (37, 8), (256, 4)]]
     raise SystemExit(0 if all(results) else 1)

@@ -2,23 +2,28 @@
 
 SGLang hands every batch to ``forward_batch_generation``:
 
-- prefill (EXTEND): the target's ordinary forward; the first token t1 is the argmax of the
-  last prompt row with the ``<MTP>`` id suppressed (fallback requests keep SGLang's sample).
-- decode: ONE forward of a fixed width W = 2*k_max-1 per request
-  (``ForwardMode.TARGET_VERIFY``): the request's pending tokens followed by masks, so every
-  request shares the forward whatever its k or tau. ``ops.step_inputs`` builds it from the
-  per-slot state (:mod:`.state`), ``ops.confidence_scan`` scans its logits, and
+- prefill (EXTEND): the target's ordinary forward, with each MTP request's k-1 ``<MTP>``
+  tokens appended to its prompt (:mod:`.prefill_masks`): its last prompt row plus the mask
+  rows are the reference decoder's first pass. The prefill emits t1 (the argmax with
+  ``<MTP>`` suppressed; fallback requests keep SGLang's sample); the rest of the block waits
+  in the request's state for its first decode step.
+- decode: ONE forward of width W per request (``ForwardMode.TARGET_VERIFY``): the request's
+  pending tokens followed by masks, so every request shares the forward whatever its k or
+  tau. W and the step's block cap follow the load (:mod:`sglang_mtp.width`,
+  ``--mtp-token-budget``); ``ops.step_inputs`` builds the forward from the per-slot state
+  (:mod:`.state`), ``ops.confidence_scan`` / ``sample_scan`` scans its logits, and
   ``ops.accept_commit`` applies the accept rule and writes the next state: the semantics of
-  :mod:`sglang_mtp.step` (the reference decoder). A request's first decode step re-feeds the
-  last prompt token so that its block is exactly the reference decoder's first pass (prompt +
-  k-1 masks); see :mod:`sglang_mtp.ops.step_reference`.
+  :mod:`sglang_mtp.step` (the reference decoder). Requests whose masks could not ride the
+  prefill take the old first step instead: it re-feeds the last prompt token so that its block
+  is the reference decoder's first pass (:mod:`sglang_mtp.ops.step_reference`).
 
 KV: SGLang has already reserved the slots after each request's committed KV in
 ``req_to_token`` (2*W per request); the forward writes its W tokens there, so committing the
 ``keep`` real tokens is ``new_seq_lens = seq_lens + keep`` (``ops.accept_commit``) and nothing
 moves: releasing the mask slots per step would double-free slots SGLang still counts as
 allocated (SGLang frees the uncommitted tail with the request). :mod:`.commit` keeps SGLang's
-committed length equal to the real KV.
+committed length equal to the real KV. Under tensor parallelism rank 0's decisions are
+broadcast before any state is written (:mod:`.rank_sync`).
 """
 
 from __future__ import annotations
