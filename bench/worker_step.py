@@ -58,6 +58,7 @@ def make_worker(B: int, k_max: int, seed: int = 0):
     w = object.__new__(MTPWorker)  # no SGLang model runner: only what the decode step reads
     w.width, w.mask_id, w.max_position, w.device = W, MASK, C, "cpu"
     w._narrow, w.policy, w.broadcast = True, WidthPolicy(k_max), None  # fixed width, one rank
+    w.calibrating, w.step_caps = False, collections.deque(maxlen=16)
     w.mask_index = torch.tensor([MASK])
     w.state = MTPState(P, W, "cpu")
     w.req_to_token_pool = SimpleNamespace(req_to_token=torch.randperm(P * C).view(P, C).int())

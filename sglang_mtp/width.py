@@ -102,3 +102,54 @@ def step_cap(k: int, cap: int, first: bool) -> int:
     rule as the fused ops' ``step_k`` (``csrc/mtp_step_rule.h``), which also caps by the width.
     """
     return max(2 if first and k > 1 else 1, min(k, cap))
+
+
+class AutoWidthPolicy:
+    """``--mtp-token-budget auto``: per batch size, the width that maximises tokens per second.
+
+    ``costs[b][w]``: measured seconds of a decode forward of ``b`` requests at width ``w``
+    (:mod:`sglang_mtp.sglang_plugin.calibrate`, at start-up). Tokens per request-step under
+    each cap start optimistic (every block fully accepted) and follow the server's own accept
+    counts (:meth:`observe`, an exponential average), so a cap that does not pay is dropped
+    after it was tried. Lossy output then depends on timing, not only on the load.
+    """
+
+    adaptive = True
+
+    def __init__(self, k_max: int, costs, decay: float = 0.9):
+        self.k_max = k_max
+        self.widths = allowed_widths(k_max)
+        self.sizes = sorted(costs)
+        if not self.sizes or any(set(costs[b]) != set(self.widths) for b in self.sizes):
+            raise ValueError(f"costs must give every width {self.widths} at each batch size")
+        self.costs = {b: dict(costs[b]) for b in self.sizes}
+        self.tokens = {(w + 1) // 2: float((w + 1) // 2) for w in self.widths}
+        self.decay = decay
+
+    def _size(self, batch_size: int) -> int:
+        for b in self.sizes:
+            if b >= batch_size:
+                return b
+        return self.sizes[-1]
+
+    def target(self, batch_size: int) -> int:
+        cost = self.costs[self._size(batch_size)]
+        return max(self.widths, key=lambda w: (self.tokens[(w + 1) // 2] / cost[w], -w))
+
+    def cap(self, batch_size: int) -> int:
+        return (self.target(batch_size) + 1) // 2
+
+    def step_width(self, need: int) -> int:
+        return WidthPolicy.step_width(self, need)
+
+    def observe(self, cap: int, tokens_per_request) -> None:
+        """A step under ``cap`` emitted ``tokens_per_request`` (host ints, one per request)."""
+        if cap in self.tokens and len(tokens_per_request):
+            mean = sum(tokens_per_request) / len(tokens_per_request)
+            self.tokens[cap] = self.decay * self.tokens[cap] + (1 - self.decay) * mean
+
+    def describe(self) -> str:
+        table = ", ".join(f"B={b}: W={self.target(b)}" for b in self.sizes)
+        costs = "; ".join(f"B={b}: " + " ".join(f"W{w}={1e3 * c:.2f}ms" for w, c in self.costs[b].items())
+                          for b in self.sizes)
+        return f"calibrated: {table} (forward times {costs})"

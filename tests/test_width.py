@@ -66,3 +66,31 @@ def test_caps_bound_every_pass_and_wide_budgets_change_nothing(model):
     # Budget 1: width 1 for every batch size, i.e. one token per pass after the first pass.
     one = run(WidthPolicy(8, budget=1))
     assert all(r.chunks[0] <= 2 and max(r.chunks[1:]) == 1 for r in one)
+
+
+def test_auto_policy_picks_the_most_tokens_per_second():
+    from sglang_mtp.width import AutoWidthPolicy
+
+    # Forward cost: flat while batch * width is small, then linear in the query tokens.
+    costs = {b: {w: 1.0 + max(0, b * w - 32) / 16 for w in (1, 3, 7)} for b in (1, 4, 16, 64)}
+    p = AutoWidthPolicy(4, costs)
+    assert p.target(1) == 7 and p.target(4) == 7  # 28 tokens: free
+    assert p.target(64) == 1  # every width costs in proportion to its tokens: blocks do not pay
+    assert p.target(3) == p.target(4) and p.target(1000) == p.target(64)  # next measured size up
+    # Blocks of 4 that only yield 1.2 tokens per step: the untried cap 2 (optimistic: 2 tokens)
+    # wins; once it has yielded 1.1 tokens, width 7 is back where it costs no more.
+    for _ in range(60):
+        p.observe(4, [1, 1, 2, 1, 1])
+    assert p.target(1) == 3 and p.cap(1) == 2
+    for _ in range(60):
+        p.observe(2, [1, 1, 1, 1, 1, 1, 1, 1, 1, 2])
+    assert p.target(1) == 7 and p.target(16) == 1
+    assert "B=16: W=1" in p.describe()
+    with pytest.raises(ValueError, match="every width"):
+        AutoWidthPolicy(4, {1: {1: 1.0, 3: 1.0}})
+
+
+def test_calibration_batch_sizes():
+    from sglang_mtp.sglang_plugin.calibrate import batch_sizes
+
+    assert batch_sizes(1) == [1] and batch_sizes(48) == [1, 2, 4, 8, 16, 32, 48] and batch_sizes(64)[-2:] == [32, 64]

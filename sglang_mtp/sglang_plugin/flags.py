@@ -33,7 +33,7 @@ DEBUG_ENV = "SGLANG_MTP_DEBUG"
 # shrink (sglang_mtp.width). CPU: measured on the toy (bench/results/serve-cpu-toy-width);
 # GPU: not measured yet (no GPU was available); an 8B model's decode forward on an H100
 # stays memory-bound up to a few hundred query tokens.
-DEFAULT_TOKEN_BUDGET = {"cpu": 160, "cuda": 512}
+DEFAULT_TOKEN_BUDGET = {"cpu": 512, "cuda": 512}
 
 
 class MTPStartupError(ValueError):
@@ -68,7 +68,7 @@ class MTPConfig:
     threshold: float = 0.9
     k_max: int = 8
     mask_token_id: Optional[int] = None
-    token_budget: Union[int, str] = "default"  # int >= 0 (0 = fixed width) or "default"
+    token_budget: Union[int, str] = "default"  # int >= 0 (0 = fixed width), "auto" or "default"
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -82,9 +82,9 @@ class MTPConfig:
         if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 0):
             raise MTPStartupError(f"--mtp-mask-token-id must be a non-negative integer, got {m!r}")
         b = self.token_budget
-        if b != "default" and (isinstance(b, bool) or not isinstance(b, int) or b < 0):
-            raise MTPStartupError(f"--mtp-token-budget must be a non-negative integer (0 = fixed width) "
-                                  f"or 'default', got {b!r}")
+        if b not in ("auto", "default") and (isinstance(b, bool) or not isinstance(b, int) or b < 0):
+            raise MTPStartupError(f"--mtp-token-budget must be a non-negative integer (0 = fixed width), "
+                                  f"'auto' or 'default', got {b!r}")
 
     @property
     def width(self) -> int:
@@ -102,8 +102,11 @@ class MTPConfig:
         return Strategy.conf_adapt(float(self.threshold), self.k_max)
 
     def width_policy(self, device: str = "cpu") -> WidthPolicy:
-        """The load-adaptive width policy (:mod:`sglang_mtp.width`) on ``device``."""
+        """The load-adaptive width policy (:mod:`sglang_mtp.width`) on ``device``; for
+        ``auto``, the fixed width until the worker has calibrated (:mod:`.calibrate`)."""
         b = self.token_budget
+        if b == "auto":
+            return WidthPolicy(self.k_max)
         if b == "default":
             b = DEFAULT_TOKEN_BUDGET.get(str(device).split(":")[0], DEFAULT_TOKEN_BUDGET["cuda"])
         return WidthPolicy(self.k_max, budget=b)
@@ -147,7 +150,9 @@ def add_cli_args(result, parser: argparse.ArgumentParser):
                             "width is the widest of 1, 3, 7, ... 2*k_max-1 with batch*width <= N, "
                             "and every block is capped at (width+1)/2 (lossy output may then depend "
                             "on the load; verify output never does). 0 = fixed width 2*k_max-1 "
-                            f"(deterministic); default = {DEFAULT_TOKEN_BUDGET['cpu']} on CPU, "
+                            "(deterministic); auto = measure forward times at the first decode "
+                            "step and pick the width with the most tokens per second; "
+                            f"default = {DEFAULT_TOKEN_BUDGET['cpu']} on CPU, "
                             f"{DEFAULT_TOKEN_BUDGET['cuda']} on GPU.")
     group.add_argument("--mtp-mask-token-id", type=int, default=None,
                        help="Id of the <MTP> mask token. Default: the checkpoint's "
@@ -172,13 +177,13 @@ def from_cli_args(result, cls, args: argparse.Namespace):
 
 
 def _token_budget(text: str):
-    """argparse type of --mtp-token-budget: an integer >= 0 or 'default'."""
-    if text == "default":
+    """argparse type of --mtp-token-budget: an integer >= 0, 'auto' or 'default'."""
+    if text in ("auto", "default"):
         return text
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'default', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, 'auto' or 'default', got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0 = fixed width), got {value}")
     return value

@@ -28,6 +28,7 @@ broadcast before any state is written (:mod:`.rank_sync`).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 
@@ -42,9 +43,9 @@ from sglang_mtp import ops
 from sglang_mtp.sampling import RowSampling
 from sglang_mtp.step import accept, sample_tokens, strategy_tensors
 from sglang_mtp.strategy import MAX_K
-from sglang_mtp.width import WidthPolicy, step_cap
+from sglang_mtp.width import AutoWidthPolicy, step_cap
 
-from . import plain, prefill_masks
+from . import calibrate, plain, prefill_masks
 from .rank_sync import sync_from_rank0, tp_broadcast
 from .flags import MTPConfig, check_cuda_kernels, check_mask_in_vocab, resolve_mask_token_id
 from .params import request_strategy
@@ -71,6 +72,8 @@ class MTPWorker(BaseSpecWorker):
         self.policy = self.config.width_policy(str(self.device))
         self._narrow = None  # known once SGLang has built the attention backends (narrow())
         self.broadcast = tp_broadcast()  # rank 0 decides under TP (rank_sync.py); None on one rank
+        self.calibrating = self.config.token_budget == "auto"  # at the first decode step (calibrate.py)
+        self.step_caps = collections.deque(maxlen=16)  # (batch size, cap) of steps awaiting results
         self.mask_id = resolve_mask_token_id(
             self.model_runner.model_config.hf_config,
             server_args.tokenizer_path or server_args.model_path,
@@ -202,7 +205,10 @@ class MTPWorker(BaseSpecWorker):
         rows = batch.req_pool_indices  # [B]
         idx = _host_rows(batch)  # [B] numpy, for the host-side decisions
         state = self.state
+        if self.calibrating and self.narrow():
+            self._calibrate(batch)
         if plain.can_bypass(batch, state, idx):
+            self.step_caps.append((len(idx), None))
             result = plain.plain_decode(self, batch, on_publish)
             batch.forward_mode = ForwardMode.DECODE
             return result
@@ -262,6 +268,24 @@ class MTPWorker(BaseSpecWorker):
             self._narrow = _sizes_verify_from_batch(self.model_runner)
         return self._narrow
 
+    def _calibrate(self, batch) -> None:
+        """``--mtp-token-budget auto``: time dummy forwards shaped like ``batch`` once."""
+        self.calibrating = False
+        limit = getattr(self.server_args, "max_running_requests", None) or 256
+        costs = calibrate.measure(self, batch, self.policy.widths, min(int(limit), 256))
+        self.policy = AutoWidthPolicy(self.config.k_max, costs)
+        logger.info("MTP width policy %s", self.policy.describe())
+
+    def on_verify_complete_cpu(self, num_correct_drafts_per_req, batch_size: int = 0) -> None:
+        """SGLang's host-side accept counts of a decode step (tokens per request): they feed
+        the auto width policy's tokens-per-step estimate of the step's cap."""
+        while self.step_caps:
+            size, cap = self.step_caps.popleft()
+            if size == batch_size:
+                if cap is not None and isinstance(self.policy, AutoWidthPolicy):
+                    self.policy.observe(cap, num_correct_drafts_per_req)
+                return
+
     def _step_width(self, idx):
         """(width, k_cap) of a decode step over the requests ``idx`` (host pool rows).
 
@@ -269,11 +293,14 @@ class MTPWorker(BaseSpecWorker):
         requests, and no cap. Load-adaptive: the policy's cap for this batch size and the
         narrowest width that holds every request's pending tokens and capped block."""
         if not self.narrow():  # this attention backend sizes verify batches from the server's width
+            self.step_caps.append((len(idx), None))
             return self.width, ops.NO_CAP
         if not self.policy.adaptive:
+            self.step_caps.append((len(idx), None))
             return (1 if self.state.all_plain(idx) else self.width), ops.NO_CAP
         cap = self.policy.cap(len(idx))
         _, need = self.state.plan_step(idx, cap)
+        self.step_caps.append((len(idx), cap))
         return self.policy.step_width(need), cap
 
     def _sample_fallback(self, batch, logits, positions, width):

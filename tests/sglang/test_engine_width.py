@@ -85,3 +85,31 @@ def test_no_kv_leak(run):
     assert run["res"][-2]["flushed"]
     probe = run["res"][-1]
     assert probe.get("leak") is False and probe["available"] == probe["total"], probe
+
+
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory):
+    """``--mtp-token-budget auto``: calibrates at the first decode step, then serves."""
+    tmp = tmp_path_factory.mktemp("auto_engine")
+    model, _ = build_checkpoint(tmp / "ckpt")
+    prompts = random_prompts(32, seed=12, min_len=3, max_len=12)
+    greedy = {"temperature": 0, "max_new_tokens": NEW}
+    jobs = [
+        {"op": "generate", "input_ids": [prompts[0]], "sampling_params": greedy},
+        {"op": "generate", "input_ids": prompts, "sampling_params": greedy},
+        {"op": "flush"},
+        {"op": "probe"},
+    ]
+    data = run_engine(tmp, "auto", tmp / "ckpt", jobs, mtp={"strategy": "verify", "k_max": K_MAX,
+                                                          "token_budget": "auto"})
+    return dict(res=data["results"], model=model, prompts=prompts)
+
+
+def test_auto_budget_serves_lossless_output(auto_run):
+    alone, many = outputs(auto_run, 0)[0], outputs(auto_run, 1)
+    want = reference(auto_run["model"], auto_run["prompts"], ["ntp"] * 32, NEW)
+    assert alone["output_ids"] == want[0] and [o["output_ids"] for o in many] == want
+    assert alone["widths"] and all(o["widths"] for o in many if len(o["output_ids"]) > 1)
+    assert set(alone["widths"]) <= {"1", "3", "7"}
+    probe = auto_run["res"][-1]
+    assert auto_run["res"][-2]["flushed"] and probe["leak"] is False and probe["available"] == probe["total"]

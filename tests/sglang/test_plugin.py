@@ -64,10 +64,11 @@ def test_token_budget_flag(monkeypatch):
     default = flags.MTPConfig(k_max=8)
     assert default.width_policy("cpu").budget == flags.DEFAULT_TOKEN_BUDGET["cpu"]
     assert default.width_policy("cuda:1").budget == flags.DEFAULT_TOKEN_BUDGET["cuda"]
-    for bad in ("-1", "auto", "1.5"):
+    assert not flags.MTPConfig(k_max=8, token_budget="auto").width_policy("cpu").adaptive  # until calibrated
+    for bad in ("-1", "fast", "1.5"):
         with pytest.raises(SystemExit):
             _server_args(["--decode-mode", "mtp", "--mtp-token-budget", bad])
-    for bad in (-1, "auto", True, 2.0):
+    for bad in (-1, "fast", True, 2.0):
         with pytest.raises(flags.MTPStartupError, match="--mtp-token-budget"):
             flags.MTPConfig(token_budget=bad)
 

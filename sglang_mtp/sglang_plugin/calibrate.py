@@ -1,0 +1,91 @@
+"""``--mtp-token-budget auto``: measure what a decode forward costs per batch size and width.
+
+Runs once, at the server's first decode step, on dummy TARGET_VERIFY forwards built from that
+step's batch: its requests repeated up to each batch size (their committed KV is only read),
+every query a ``<MTP>`` token, and every KV write sent to slot 0, SGLang's padding slot. No
+request state changes. The timings feed :class:`sglang_mtp.width.AutoWidthPolicy`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import statistics
+import time
+
+import torch
+from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
+from .spec_input import MTPVerifyInput
+
+logger = logging.getLogger(__name__)
+
+
+def batch_sizes(max_batch: int):
+    """1, 2, 4, ... up to ``max_batch`` (included)."""
+    sizes, b = [], 1
+    while b < max_batch:
+        sizes.append(b)
+        b *= 2
+    return sizes + [max_batch]
+
+
+def measure(worker, template, widths, max_batch: int, reps: int = 3, max_tokens: int = 4096,
+            max_seconds: float = 0.25):
+    """costs[b][w]: median seconds of a width-``w`` forward of ``b`` requests.
+
+    Bounded so that start-up stays short on a slow device: forwards of more than
+    ``max_tokens`` query tokens are not run (infinite cost: never chosen), and no larger batch
+    is measured once a width-1 forward takes ``max_seconds`` (larger batches then use the
+    largest measured one's choice)."""
+    costs = {}
+    sync = torch.cuda.synchronize if str(worker.device).startswith("cuda") else (lambda: None)
+    for b in batch_sizes(max_batch):
+        costs[b] = {}
+        for w in widths:
+            if b * w > max_tokens and w > 1:
+                costs[b][w] = float("inf")
+                continue
+            run = _dummy(worker, template, b, w)
+            worker._target_worker.forward_batch_generation(run(), is_verify=True)  # warm-up
+            times = []
+            for _ in range(reps):
+                batch = run()
+                sync()
+                t0 = time.perf_counter()
+                worker._target_worker.forward_batch_generation(batch, is_verify=True)
+                sync()
+                times.append(time.perf_counter() - t0)
+            costs[b][w] = statistics.median(times)
+        if costs[b][1] > max_seconds:
+            break
+    return costs
+
+
+def _dummy(worker, template, B: int, W: int):
+    """A factory of dummy width-W forwards of B requests shaped like ``template``."""
+    dev = worker.device
+    n = len(template.reqs)
+    pick = torch.arange(B) % n
+    pick_dev = pick.to(dev)
+    seq = template.seq_lens[pick_dev]
+    seq_cpu = template.seq_lens_cpu[pick] if template.seq_lens_cpu is not None else None
+    positions = (seq[:, None] + torch.arange(W, device=dev)[None, :]).reshape(-1)
+    positions = positions.clamp(max=worker.max_position - 1)
+
+    def make():
+        b = copy.copy(template)
+        b.reqs = [template.reqs[i] for i in pick.tolist()]
+        b.req_pool_indices = template.req_pool_indices[pick_dev]
+        if getattr(template, "req_pool_indices_cpu", None) is not None:
+            b.req_pool_indices_cpu = template.req_pool_indices_cpu[pick]
+        b.seq_lens, b.seq_lens_cpu = seq.clone(), None if seq_cpu is None else seq_cpu.clone()
+        b.seq_lens_sum = int(seq_cpu.sum()) if seq_cpu is not None else None
+        b.input_ids = torch.full((B * W,), worker.mask_id, dtype=torch.int64, device=dev)
+        b.out_cache_loc = torch.zeros(B * W, dtype=torch.int64, device=dev)  # SGLang's padding slot
+        b.forward_mode = ForwardMode.TARGET_VERIFY
+        b.spec_info = MTPVerifyInput(positions, W)
+        b.return_logprob = False
+        return b
+
+    return make
