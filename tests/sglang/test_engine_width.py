@@ -16,13 +16,29 @@ from tests.sglang.harness import build_checkpoint, mtp_params, reference, run_en
 K_MAX, BUDGET, NEW = 4, 24, 16
 
 
+GREEDY = {"temperature": 0, "max_new_tokens": NEW}
+
+
+def start(tmp_path_factory, name, seed, jobs_for, mtp):
+    """One Engine on a fresh tiny checkpoint running ``jobs_for(prompts)`` (32 prompts), then
+    a flush and an idle KV check."""
+    tmp = tmp_path_factory.mktemp(name)
+    model, _ = build_checkpoint(tmp / "ckpt")
+    prompts = random_prompts(32, seed=seed, min_len=3, max_len=12)
+    jobs = jobs_for(prompts) + [{"op": "flush"}, {"op": "probe"}]
+    data = run_engine(tmp, name, tmp / "ckpt", jobs, mtp=mtp)
+    return dict(res=data["results"], model=model, prompts=prompts)
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("width_engine")
-    model, _ = build_checkpoint(tmp / "ckpt")
-    prompts = random_prompts(32, seed=11, min_len=3, max_len=12)
-    greedy = {"temperature": 0, "max_new_tokens": NEW}
-    jobs = [
+    return start(tmp_path_factory, "width", 11, width_jobs,
+                 {"strategy": "static", "k_max": K_MAX, "token_budget": BUDGET})
+
+
+def width_jobs(prompts):
+    greedy = GREEDY
+    return [
         {"op": "generate", "input_ids": [prompts[0]], "sampling_params": greedy},  # 0: alone
         {"op": "generate", "input_ids": prompts[:8], "sampling_params": greedy},  # 1: 8 users
         {"op": "generate", "input_ids": prompts,  # 2: 32 users, lossless
@@ -31,12 +47,7 @@ def run(tmp_path_factory):
          "sampling_params": {**greedy, "custom_params": {"mtp": False}}},
         {"op": "generate", "input_ids": [prompts[1]],  # 4: alone, budget-capped (k 4 > cap 2)
          "sampling_params": {**greedy, "custom_params": mtp_params("static:4")}},
-        {"op": "flush"},
-        {"op": "probe"},
     ]
-    data = run_engine(tmp, "width", tmp / "ckpt", jobs,
-                      mtp={"strategy": "static", "k_max": K_MAX, "token_budget": BUDGET})
-    return dict(res=data["results"], model=model, prompts=prompts)
 
 
 def outputs(run, job):
@@ -90,19 +101,10 @@ def test_no_kv_leak(run):
 @pytest.fixture(scope="module")
 def auto_run(tmp_path_factory):
     """``--mtp-token-budget auto``: calibrates at the first decode step, then serves."""
-    tmp = tmp_path_factory.mktemp("auto_engine")
-    model, _ = build_checkpoint(tmp / "ckpt")
-    prompts = random_prompts(32, seed=12, min_len=3, max_len=12)
-    greedy = {"temperature": 0, "max_new_tokens": NEW}
-    jobs = [
-        {"op": "generate", "input_ids": [prompts[0]], "sampling_params": greedy},
-        {"op": "generate", "input_ids": prompts, "sampling_params": greedy},
-        {"op": "flush"},
-        {"op": "probe"},
-    ]
-    data = run_engine(tmp, "auto", tmp / "ckpt", jobs, mtp={"strategy": "verify", "k_max": K_MAX,
-                                                          "token_budget": "auto"})
-    return dict(res=data["results"], model=model, prompts=prompts)
+    return start(tmp_path_factory, "auto", 12, lambda prompts: [
+        {"op": "generate", "input_ids": [prompts[0]], "sampling_params": GREEDY},
+        {"op": "generate", "input_ids": prompts, "sampling_params": GREEDY},
+    ], {"strategy": "verify", "k_max": K_MAX, "token_budget": "auto"})
 
 
 def test_auto_budget_serves_lossless_output(auto_run):
