@@ -81,10 +81,7 @@ class WidthPolicy:
     def step_width(self, need: int) -> int:
         """The forward's width: the narrowest allowed one >= ``need`` (the batch's widest
         pending tokens + capped block - 1)."""
-        for w in self.widths:
-            if w >= need:
-                return w
-        return self.widths[-1]
+        return narrowest(self.widths, need)
 
     def describe(self) -> str:
         """One log line: the target width at a few batch sizes."""
@@ -93,6 +90,11 @@ class WidthPolicy:
         sizes = (1, 2, 4, 8, 16, 32, 64, 128, 256)
         source = f"budget {self.budget} tokens" if self.table is None else "calibrated"
         return f"{source}: " + ", ".join(f"B={b}: W={self.target(b)}" for b in sizes)
+
+
+def narrowest(widths, need: int) -> int:
+    """The narrowest of the ascending ``widths`` that is >= ``need`` (else the widest)."""
+    return next((w for w in widths if w >= need), widths[-1])
 
 
 def step_cap(k: int, cap: int, first: bool) -> int:
@@ -140,7 +142,7 @@ class AutoWidthPolicy:
         return (self.target(batch_size) + 1) // 2
 
     def step_width(self, need: int) -> int:
-        return WidthPolicy.step_width(self, need)
+        return narrowest(self.widths, need)
 
     def observe(self, cap: int, tokens_per_request) -> None:
         """A step under ``cap`` emitted ``tokens_per_request`` (host ints, one per request)."""

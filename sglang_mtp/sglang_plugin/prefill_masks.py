@@ -92,6 +92,17 @@ def masked_extend(batch, counts, mask_id: int, req_to_token, allocator):
         allocator.free(slots)
 
 
+def block_rows(last_rows, counts) -> dict:
+    """The requests with masks (``sel``), their largest block ``K``, and the flat rows of
+    their blocks (``rows`` int64 [len(sel) * K]: last prompt row, then the mask rows; a shorter
+    block repeats its last row, which its scan never reads)."""
+    sel = [i for i, m in enumerate(counts) if m]
+    m = torch.tensor([counts[i] for i in sel], dtype=torch.int64)
+    K = int(m.max()) + 1
+    j = torch.arange(K, dtype=torch.int64)
+    return {"sel": sel, "K": K, "rows": (last_rows[sel][:, None] + torch.minimum(j[None, :], m[:, None])).reshape(-1)}
+
+
 @contextlib.contextmanager
 def capture_block_logits(model, rows_box: dict):
     """While active, the model's logits processor also computes the logits of the flat

@@ -118,11 +118,7 @@ class MTPWorker(BaseSpecWorker):
                 last_rows = stack.enter_context(prefill_masks.masked_extend(
                     batch, counts, self.mask_id, self.req_to_token_pool.req_to_token,
                     self.token_to_kv_pool_allocator))
-                box = {"sel": [i for i, m in enumerate(counts) if m]}
-                box["K"] = max(counts[i] for i in box["sel"]) + 1
-                m = torch.tensor([counts[i] for i in box["sel"]], dtype=torch.int64)
-                j = torch.arange(box["K"], dtype=torch.int64)
-                box["rows"] = (last_rows[box["sel"]][:, None] + torch.minimum(j[None, :], m[:, None])).reshape(-1)
+                box = prefill_masks.block_rows(last_rows, counts)
                 stack.enter_context(prefill_masks.capture_block_logits(self.model_runner.model, box))
             result = self._target_worker.forward_batch_generation(batch)
         bs = len(batch.reqs)
