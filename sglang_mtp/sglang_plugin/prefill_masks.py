@@ -17,8 +17,8 @@ Stream order makes the early free safe: a later forward that reuses a slot runs 
 
 Requests keep the old first-step path (``state.first``) whenever this does not apply: a
 batch asking for logprobs (mask rows would enter the input logprobs), multimodal or embedding
-inputs, mixed decode requests, paged KV (page size > 1), a middle prefill chunk, or no free
-slots. The logits of the block rows are computed by the model's own logits processor from the
+inputs, mixed decode requests, paged KV (page size > 1), no host copy of the sequence
+lengths, a middle prefill chunk, or no free slots. The logits of the block rows are computed by the model's own logits processor from the
 forward's hidden states (:func:`capture_block_logits`).
 """
 
@@ -34,6 +34,8 @@ def mask_counts(batch, blocks: List[int], allocator, page_size: int, columns: in
     """Masks to append per request (block - 1; 0 = none), or None when the batch keeps the
     old path. ``blocks``: each request's first block size (1 for plain requests)."""
     if page_size != 1 or batch.return_logprob or getattr(batch, "decoding_reqs", None):
+        return None
+    if getattr(batch, "seq_lens_cpu", None) is None:  # host lengths are needed to place the masks
         return None
     if getattr(batch, "input_embeds", None) is not None or any(getattr(batch, "multimodal_inputs", None) or []):
         return None
