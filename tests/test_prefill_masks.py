@@ -1,0 +1,92 @@
+"""Masks ride the prefill (sglang_plugin/prefill_masks.py) on fake SGLang batches: which
+requests get masks, how the extend input is rewritten for one forward and restored after it,
+where each request's block rows are, and that every mask slot goes back to the pool."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from sglang_mtp.sglang_plugin import prefill_masks
+
+MASK = 99
+
+
+class Pool:
+    """A token-slot allocator that records what is taken and returned."""
+
+    def __init__(self, free=100):
+        self.free_slots = list(range(500, 500 + free))
+        self.freed = []
+
+    def available_size(self):
+        return len(self.free_slots)
+
+    def alloc(self, n):
+        if n > len(self.free_slots):
+            return None
+        out, self.free_slots = self.free_slots[:n], self.free_slots[n:]
+        return torch.tensor(out, dtype=torch.int64)
+
+    def free(self, slots):
+        self.freed += slots.tolist()
+
+
+def fake_batch(lens=(3, 2, 4), prefix=(0, 5, 1), **over):
+    n = sum(lens)
+    seq = [p + e for p, e in zip(prefix, lens)]
+    reqs = [SimpleNamespace(extend_end=s, full_untruncated_fill_ids=list(range(s))) for s in seq]
+    b = SimpleNamespace(
+        reqs=reqs, input_ids=torch.arange(10, 10 + n), out_cache_loc=torch.arange(100, 100 + n),
+        extend_lens=list(lens), seq_lens=torch.tensor(seq), seq_lens_cpu=torch.tensor(seq),
+        seq_lens_sum=sum(seq), extend_num_tokens=n, req_pool_indices=torch.tensor([2, 0, 1]),
+        return_logprob=False, decoding_reqs=None, input_embeds=None, multimodal_inputs=None)
+    for k, v in over.items():
+        setattr(b, k, v)
+    return b
+
+
+def test_mask_counts():
+    pool = Pool()
+    assert prefill_masks.mask_counts(fake_batch(), [4, 1, 3], pool, 1, 64) == [3, 0, 2]
+    for bad in (dict(return_logprob=True), dict(decoding_reqs=[object()]), dict(seq_lens_cpu=None),
+                dict(input_embeds=torch.zeros(1)), dict(multimodal_inputs=[None, object(), None])):
+        assert prefill_masks.mask_counts(fake_batch(**bad), [4, 1, 3], pool, 1, 64) is None, bad
+    assert prefill_masks.mask_counts(fake_batch(), [4, 1, 3], pool, 16, 64) is None  # paged KV
+    assert prefill_masks.mask_counts(fake_batch(), [4, 1, 3], Pool(free=4), 1, 64) is None  # no room
+    middle = fake_batch()
+    middle.reqs[2].extend_end = 3  # a middle chunk of a longer prompt: no masks for it
+    assert prefill_masks.mask_counts(middle, [4, 1, 3], pool, 1, 64) == [3, 0, 0]
+    assert prefill_masks.mask_counts(fake_batch(), [4, 1, 3], pool, 1, 6) == [3, 0, 0]  # table width
+    assert prefill_masks.mask_counts(fake_batch(), [1, 1, 1], pool, 1, 64) is None
+
+
+def test_masked_extend_rewrites_one_forward_and_gives_every_slot_back():
+    batch, pool = fake_batch(), Pool()
+    table = torch.zeros(3, 16, dtype=torch.int32)
+    before = {n: getattr(batch, n) for n in ("input_ids", "out_cache_loc", "extend_lens", "seq_lens",
+                                              "seq_lens_cpu", "seq_lens_sum", "extend_num_tokens")}
+    with prefill_masks.masked_extend(batch, [2, 0, 1], MASK, table, pool) as last_rows:
+        assert batch.input_ids.tolist() == [10, 11, 12, MASK, MASK, 13, 14, 15, 16, 17, 18, MASK]
+        assert batch.out_cache_loc.tolist() == [100, 101, 102, 500, 501, 103, 104, 105, 106, 107, 108, 502]
+        assert batch.extend_lens == [5, 2, 5] and batch.extend_num_tokens == 12
+        assert batch.seq_lens.tolist() == [5, 7, 6] and batch.seq_lens_cpu.tolist() == [5, 7, 6]
+        assert batch.seq_lens_sum == 18
+        assert last_rows.tolist() == [2, 6, 10]  # each request's last prompt row in the new stream
+        # The masks' slots sit right after each prompt in its req_to_token row.
+        assert table[2, 3:5].tolist() == [500, 501] and table[1, 5].item() == 502
+        rows = prefill_masks.block_rows(last_rows, [2, 0, 1])
+        assert rows["sel"] == [0, 2] and rows["K"] == 3
+        assert rows["rows"].tolist() == [2, 3, 4, 10, 11, 11]  # a shorter block repeats its last row
+    for name, value in before.items():
+        assert getattr(batch, name) is value, name
+    assert sorted(pool.freed) == [500, 501, 502] and pool.available_size() == 97
+
+
+def test_masked_extend_restores_the_batch_when_the_forward_fails():
+    batch, pool = fake_batch(), Pool()
+    ids = batch.input_ids
+    with pytest.raises(RuntimeError, match="forward failed"):
+        with prefill_masks.masked_extend(batch, [1, 1, 1], MASK, torch.zeros(3, 16, dtype=torch.int32), pool):
+            raise RuntimeError("forward failed")
+    assert batch.input_ids is ids and len(pool.freed) == 3
