@@ -63,6 +63,18 @@ def capture(run_step, graph_st, state):
     return g, graph_out
 
 
+def eager_then_replay(run_eager, g):
+    """One eager step under sync-debug mode (any host sync raises), then one graph replay."""
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = run_eager()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    g.replay()
+    torch.cuda.synchronize()
+    return got
+
+
 def check(B, k_max, steps=4, k_cap=ops.NO_CAP):
     state, rows, seq_lens, req_to_token, W, _ = random_state(B, k_max, seed=B + k_max, C=1024)
     table = torch.randn(V, V, generator=torch.Generator().manual_seed(1))
@@ -74,13 +86,7 @@ def check(B, k_max, steps=4, k_cap=ops.NO_CAP):
     ok = True
     for i in range(steps):
         ref = step(cpu, rows, seq_lens, req_to_token, table, W, fused=False, k_cap=k_cap)
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            got = step(eager, *dev, W, k_cap=k_cap)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-        g.replay()
-        torch.cuda.synchronize()
+        got = eager_then_replay(lambda: step(eager, *dev, W, k_cap=k_cap), g)
         same = all(torch.equal(a.cpu(), r) and torch.equal(c.cpu(), r) for a, c, r in zip(got, graph_out, ref))
         same &= all(torch.equal(eager[n].cpu(), cpu[n]) and torch.equal(graph_st[n].cpu(), cpu[n]) for n in cpu)
         ok &= same
@@ -103,13 +109,7 @@ def check_sampled(B, k_max, steps=4):
     ok = True
     for i in range(steps):
         ref = step(cpu, rows, seq_lens, req_to_token, table, W, sampling=rs)
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            got = step(eager, *dev, W, sampling=rs_dev)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-        g.replay()
-        torch.cuda.synchronize()
+        got = eager_then_replay(lambda: step(eager, *dev, W, sampling=rs_dev), g)
         same = all(torch.equal(a, c) for a, c in zip(got, graph_out))
         emitted_cpu = sum(int(torch.equal(a.cpu(), r)) for a, r in zip(got, ref))
         ok &= same

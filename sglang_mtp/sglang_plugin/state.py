@@ -121,15 +121,15 @@ class MTPState:
         self.host_first[idx] = False
 
     def plan_step(self, idx, cap: int):
-        """Load-adaptive step (:mod:`sglang_mtp.width`): every request's block under ``cap``
-        [B] and the width the step needs (pending tokens + block - 1, widest of the batch).
+        """Load-adaptive step (:mod:`sglang_mtp.width`): the width the step needs under block
+        cap ``cap`` (pending tokens + capped block - 1, widest of the batch).
         Records the blocks as the bound on the next step's pending tokens (a step leaves at
         most its block pending), so no device value is read."""
         k, first = self.host_k[idx].astype(np.int64), self.host_first[idx]
         block = np.maximum(np.where(first & (k > 1), 2, 1), np.minimum(k, cap))
         need = int((self.host_pending_bound[idx] + block - 1).max()) if len(idx) else 1
         self.host_pending_bound[idx] = block
-        return block, need
+        return need
 
     def all_plain(self, idx) -> bool:
         """Whether every request of a batch decodes one token per step."""

@@ -295,7 +295,7 @@ class MTPWorker(BaseSpecWorker):
             self.step_caps.append((len(idx), None))
             return (1 if self.state.all_plain(idx) else self.width), ops.NO_CAP
         cap = self.policy.cap(len(idx))
-        _, need = self.state.plan_step(idx, cap)
+        need = self.state.plan_step(idx, cap)
         self.step_caps.append((len(idx), cap))
         return self.policy.step_width(need), cap
 
