@@ -6,7 +6,7 @@
 # Output: $OUT/gpu_check_<stamp>.log if OUT is set, else bench/results/gpu_check_<stamp>.log
 # The benchmark writes its markdown/JSON into the same folder.
 # Env overrides: PYTHON, CUDA_HOME, TORCH_CUDA_ARCH_LIST, MAX_JOBS,
-#                BUILD_TIMEOUT, TEST_TIMEOUT, BENCH_TIMEOUT, STEP_COST_TIMEOUT (seconds).
+#                BUILD_TIMEOUT, TEST_TIMEOUT, BENCH_TIMEOUT, STEP_COST_TIMEOUT, ENGINE_TIMEOUT (seconds).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 REPO=$(pwd)
@@ -119,6 +119,15 @@ RC[smoke]=$?
 # --- the fused decode step: eager under sync-debug "error", one CUDA graph, CPU reference ---
 timeout 200 "$PY" bench/gpu_step_check.py
 RC[step]=$?
+
+# --- the plugin in a real Engine (graphs per width, FlashInfer plan); SKIP without SGLang ---
+ENGINE_LOG="$RESULTS_DIR/gpu_engine_check_${STAMP}.log"
+timeout "${ENGINE_TIMEOUT:-400}" "$PY" bench/gpu_engine_check.py > "$ENGINE_LOG" 2>&1
+RC[engine]=$?
+grep -E "^(SKIP|OK|FAILED|level )|MTP graphs|MTP graph memory|MTP worker" "$ENGINE_LOG"
+if ! grep -q "^SKIP" "$ENGINE_LOG"; then
+  grep -q "MTP graphs decode width 1" "$ENGINE_LOG" || { echo "no DECODE graph set was built"; RC[engine_graphs]=1; }
+fi
 
 # --- tests ---------------------------------------------------------------------------------
 timeout "${TEST_TIMEOUT:-200}" "$PY" -m pytest -q -rA tests/test_confidence_scan.py tests/test_mtp_step.py tests/test_sampling.py

@@ -17,6 +17,7 @@ import torch
 from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
 from .spec_input import MTPVerifyInput
+from .width_graphs import VERIFY
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +48,16 @@ def measure(worker, template, widths, max_batch: int, reps: int = 3, max_tokens:
                 costs[b][w] = float("inf")
                 continue
             run = _dummy(worker, template, b, w)
-            worker._target_worker.forward_batch_generation(run(), is_verify=True)  # warm-up
             times = []
-            for _ in range(reps):
-                batch = run()
-                sync()
-                t0 = time.perf_counter()
-                worker._target_worker.forward_batch_generation(batch, is_verify=True)
-                sync()
-                times.append(time.perf_counter() - t0)
+            with worker.graphs.bound(VERIFY, w):  # time what serving runs: that width's graphs
+                worker._target_worker.forward_batch_generation(run(), is_verify=True)  # warm-up
+                for _ in range(reps):
+                    batch = run()
+                    sync()
+                    t0 = time.perf_counter()
+                    worker._target_worker.forward_batch_generation(batch, is_verify=True)
+                    sync()
+                    times.append(time.perf_counter() - t0)
             costs[b][w] = statistics.median(times)
         if costs[b][1] > max_seconds:
             break

@@ -1,10 +1,11 @@
-"""CUDA-graph capture of the W-wide MTP forward (GPU only; not exercised by the CPU CI).
+"""CUDA-graph capture of the MTP forwards (GPU only; the CPU CI tests the hooks' decisions).
 
 For any speculative algorithm SGLang captures the target's decode graphs in TARGET_VERIFY
 mode with ``speculative_num_draft_tokens`` (= W) tokens per request, but it builds the dummy
 ``SpecInput`` only for its builtin algorithms (plugin algorithms get None). These hooks hand
 it an :class:`MTPVerifyInput`, so one graph per batch size serves every mix of per-request k
-and tau. Applied on every device; on CPU (graphs disabled) they never run.
+and tau; the worker's other widths and its plain DECODE steps get graph sets of their own
+(:mod:`.width_graphs`). Applied on every device; on CPU (graphs disabled) they never run.
 """
 
 from __future__ import annotations
@@ -34,16 +35,19 @@ def dummy_verify_input(original, spec_algorithm, custom_mask, num_tokens_per_req
 
 
 def runner_spec_info(result, runner, num_tokens, *args, **kwargs):
-    """AFTER hook: the decode graph runner's capture-time verify input."""
-    if result is not None or not _is_mtp(runner.model_runner.spec_algorithm):
+    """AFTER hook: the decode graph runner's capture-time verify input (none for the worker's
+    plain DECODE runner, :mod:`.width_graphs`)."""
+    if (result is not None or not _is_mtp(runner.model_runner.spec_algorithm)
+            or runner.capture_forward_mode != ForwardMode.TARGET_VERIFY):
         return result
     return MTPVerifyInput(None, runner.speculative_num_draft_tokens, device=runner.model_runner.device)
 
 
-def no_graph_for_plain_decode(result, runner, forward_batch, *args, **kwargs):
-    """AFTER hook: the graphs were captured for the W-wide TARGET_VERIFY forward; the
-    worker's plain DECODE steps (:mod:`.plain`) must run eagerly, never replay them."""
-    if result and _is_mtp(runner.model_runner.spec_algorithm) and forward_batch.forward_mode == ForwardMode.DECODE:
+def same_mode_only(result, runner, forward_batch, *args, **kwargs):
+    """AFTER hook: a graph replays only a forward of the mode it was captured in (SGLang
+    checks the width, not the mode): the worker's plain DECODE steps never replay the
+    TARGET_VERIFY graphs, nor verify steps the DECODE graphs."""
+    if result and _is_mtp(runner.model_runner.spec_algorithm) and forward_batch.forward_mode != runner.capture_forward_mode:
         return False
     return result
 
@@ -53,5 +57,5 @@ def register() -> list:
 
     HookRegistry.register(TARGETS["dummy"], dummy_verify_input, HookType.AROUND)
     HookRegistry.register(TARGETS["runner"], runner_spec_info, HookType.AFTER)
-    HookRegistry.register(TARGETS["can_run"], no_graph_for_plain_decode, HookType.AFTER)
+    HookRegistry.register(TARGETS["can_run"], same_mode_only, HookType.AFTER)
     return list(TARGETS.values())

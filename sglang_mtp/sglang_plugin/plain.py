@@ -13,9 +13,9 @@ first one reserved after the committed KV, and the result is stride-padded with 
 column of :mod:`.commit` (keep = 1: the query's KV is real-token KV).
 
 On GPU, SGLang captured its decode graphs for TARGET_VERIFY (W tokens per request); a DECODE
-batch must not replay them, so :func:`~.graphs.register` refuses graphs for it (eager). The
-fully graph-captured plain path is ``--mtp-k-max 1``, which runs SGLang unchanged
-(:mod:`.flags`).
+batch must not replay them (:func:`~.graphs.register` refuses a graph of another mode), so it
+runs under the worker's own DECODE graph set (:mod:`.width_graphs`), eagerly where there is
+none.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
 from .rank_sync import sync_from_rank0
 from .spec_input import MTPRelay
+from .width_graphs import DECODE
 
 
 def can_bypass(batch, state, idx) -> bool:
@@ -52,7 +53,8 @@ def plain_decode(worker, batch, on_publish) -> GenerationBatchResult:
     batch.seq_lens_sum = None  # recomputed by ForwardBatch.init_new
     batch.forward_mode = ForwardMode.DECODE
     batch.spec_info = None
-    result = worker._target_worker.forward_batch_generation(batch, is_verify=True)  # no sampling
+    with worker.graphs.bound(DECODE, 1):  # its own graphs (width_graphs.py)
+        result = worker._target_worker.forward_batch_generation(batch, is_verify=True)  # no sampling
     logits = result.logits_output.next_token_logits  # [B, V]
     logits.index_fill_(1, worker.mask_index, float("-inf"))
     nxt = sample(worker.model_runner, batch, logits, committed)  # [B]

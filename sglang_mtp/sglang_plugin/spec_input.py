@@ -32,10 +32,12 @@ class MTPVerifyInput(SpecInput):
         self.custom_mask = None  # causal: MTP's mask rows only look left
         self.capture_hidden_mode = CaptureHiddenMode.NULL
         self.device = positions.device if positions is not None else device
+        self.kv_start_idx = None  # a sliding-window wrapper's first KV position (flashinfer_plan.py)
 
     def generate_attn_arg_prefill(self, *, req_pool_indices, paged_kernel_lens, paged_kernel_lens_sum,
                                   translator, plan, kind=None, **kwargs):
-        """CSR KV indices for the committed KV plus the W new tokens (GPU backends)."""
+        """CSR KV indices for the committed KV plus the W new tokens (GPU backends); a
+        sliding-window wrapper's reads start at ``kv_start_idx`` (see flashinfer_plan.py)."""
         bs = req_pool_indices.numel()
         width = self.draft_token_num
         kv_lens = paged_kernel_lens + width
@@ -44,6 +46,8 @@ class MTPVerifyInput(SpecInput):
         qo_indptr = torch.arange(0, bs + 1, dtype=torch.int32, device=self.device) * width
         kv_indices = torch.empty(paged_kernel_lens_sum + width * bs, dtype=torch.int32, device=self.device)
         extra = {} if kind is None else {"kind": kind}
+        if self.kv_start_idx is not None:
+            extra["kv_start_idx"] = self.kv_start_idx
         translator.pack_read_stream(plan, req_pool_indices=req_pool_indices, seq_lens=kv_lens,
                                     indptr=kv_indptr, out=kv_indices, **extra)
         return kv_indices, kv_indptr, qo_indptr, None

@@ -88,16 +88,11 @@ class MTPState:
         self.host_sampling[idx] = [s is not None for s in samplings]
         self.host_truncates[idx] = [s is not None and s.truncates for s in samplings]
 
-    def start_blocks(self, rows, idx, pending, pending_len, draft_len, unsent, blocks, lossy) -> None:
-        """Requests whose first block came out of their prefill (prefill_masks.py): their
-        pending tokens are the block (``pending`` [n, K]), no first step is left, and the
-        first decode step emits ``pending[1:1+unsent]`` before its own tokens."""
-        K = pending.shape[1]
-        self.pending[rows, :K] = pending
-        self.pending_len[rows] = pending_len
-        self.draft_len[rows] = draft_len
+    def start_blocks(self, rows, idx, unsent, blocks, lossy) -> None:
+        """Requests whose first step was their prefill (prefill_masks.py; ``accept_commit``
+        has written their pending block): the first decode step emits
+        ``pending[1:1+unsent]`` before its own tokens."""
         self.unsent[rows] = unsent.to(torch.int32)
-        self.first[rows] = False
         self.host_first[idx] = False
         self.host_pending_bound[idx] = blocks
         self.host_unsent[idx] = lossy

@@ -41,11 +41,11 @@ from sglang.srt.speculative.base_spec_worker import BaseSpecWorker
 
 from sglang_mtp import ops
 from sglang_mtp.sampling import RowSampling
-from sglang_mtp.step import accept, sample_tokens, strategy_tensors
+from sglang_mtp.step import block_args, sample_tokens, strategy_tensors
 from sglang_mtp.strategy import MAX_K
 from sglang_mtp.width import AutoWidthPolicy, step_cap
 
-from . import calibrate, plain, prefill_masks
+from . import calibrate, plain, prefill_masks, width_graphs
 from .rank_sync import sync_from_rank0, tp_broadcast
 from .flags import MTPConfig, check_cuda_kernels, check_mask_in_vocab, resolve_mask_token_id
 from .params import request_strategy
@@ -84,6 +84,9 @@ class MTPWorker(BaseSpecWorker):
         self.max_position = self.model_runner.model_config.context_len
         self.mask_index = torch.tensor([self.mask_id], dtype=torch.int64, device=self.device)
         self.state = None
+        self._admissions = collections.deque()  # prefills whose state _settle writes next forward
+        self.graphs = width_graphs.WidthGraphs(self.model_runner)  # CUDA graphs per width (GPU)
+        self._capture_sizes = None  # SGLang's capture list before the token budget capped it
         logger.info("MTP worker: %s, width %d, mask id %d; widths: %s", self.default_strategy, self.width,
                     self.mask_id, self.policy.describe())
 
@@ -97,7 +100,29 @@ class MTPWorker(BaseSpecWorker):
         self.state = MTPState(pool_size, self.width, self.device)
         self.page_size = getattr(self.token_to_kv_pool_allocator, "page_size", 1)
 
+    # -- CUDA graphs (width_graphs.py; GPU only) ----------------------------------------------
+    def init_attention_backends(self):
+        """Runs before SGLang captures its graphs: a fixed token budget caps the batch sizes
+        the full width is captured for (wider batches never run the full width)."""
+        if self.narrow() and self.policy.budget > 0:
+            self._capture_sizes = width_graphs.cap_startup_sizes(width_graphs.startup_cap(self.policy.budget,
+                                                                                          self.width))
+
+    def init_cuda_graphs(self):
+        """Runs after SGLang's capture: graph sets for the narrower widths and plain batches."""
+        cfg = width_graphs._graph_config()
+        shared = getattr(self.model_runner, "graph_shared_output", None)
+        if not str(self.device).startswith("cuda") or cfg is None or not cfg.decode.bs or shared is None:
+            return
+        sizes = self._capture_sizes or list(cfg.decode.bs)
+        adaptive = self.narrow() and (self.policy.adaptive or self.calibrating)
+        plan = width_graphs.plan_sets(self.policy.widths, self.width, self.policy.budget, shared.max_rows, sizes,
+                                      adaptive)
+        self.graphs.build(plan, sizes, self.width, self._additional_graph_memory_usage)
+        logger.info("MTP graph memory per width: %s", self.graphs.describe())
+
     def forward_batch_generation(self, batch, on_publish=None, pp_proxy_tensors=None, **kwargs):
+        self._settle()
         if batch.forward_mode.is_decode():
             return self._decode(batch, on_publish)
         return self._prefill(batch, on_publish)
@@ -105,7 +130,7 @@ class MTPWorker(BaseSpecWorker):
     # -- prefill ---------------------------------------------------------------------------
     def _prefill(self, batch, on_publish):
         plans = [request_strategy(r, self.default_strategy) for r in batch.reqs]
-        blocks = self._first_blocks(plans)
+        blocks, cap = self._first_blocks(plans)
         counts = prefill_masks.mask_counts(batch, blocks, self.token_to_kv_pool_allocator, self.page_size,
                                            self.req_to_token_pool.req_to_token.shape[1]) if blocks else None
         with contextlib.ExitStack() as stack:
@@ -123,8 +148,9 @@ class MTPWorker(BaseSpecWorker):
             result = self._target_worker.forward_batch_generation(batch)
         bs = len(batch.reqs)
         if bs > 0 and result.logits_output is not None and result.next_token_ids is not None:
-            self._admit(batch, result, plans, raw.get("logits"), box, blocks)
-        new_seq_lens = batch.seq_lens.clone()
+            self._admit(batch, result, plans, raw.get("logits"), box, blocks, cap)
+        new_seq_lens = batch.seq_lens  # the prompt's KV is all committed; a copy would make
+        # SGLang's non-overlap scheduler read it back from the device (a sync per prefill)
         if on_publish is not None:
             on_publish(new_seq_lens)
         result.accept_lens = torch.ones_like(new_seq_lens, dtype=torch.int32)
@@ -134,18 +160,20 @@ class MTPWorker(BaseSpecWorker):
         return result
 
     def _first_blocks(self, plans):
-        """Each request's first block size (1 = no masks): its k, capped by the width policy
-        at this batch size like any first step (sglang_mtp.width.step_cap). Empty when no
-        request of the batch decodes with MTP."""
+        """(each request's first block size (1 = no masks), the block cap): its k, capped by
+        the width policy at this batch size like any first step (sglang_mtp.width.step_cap).
+        No blocks when no request of the batch decodes with MTP."""
         if not any(p.strategy.k > 1 and not p.fallback for p in plans):
-            return []
+            return [], ops.NO_CAP
         cap = self.policy.cap(len(plans)) if self.narrow() and self.policy.adaptive else MAX_K
-        return [1 if p.fallback else step_cap(p.strategy.k, cap, first=True) for p in plans]
+        return [1 if p.fallback else step_cap(p.strategy.k, cap, first=True) for p in plans], cap
 
-    def _admit(self, batch, result, plans, raw_logits, box, blocks):
-        """Start each request with its plan and first token: the argmax with <MTP> suppressed,
-        or (MTP sampling) the sample of position P, the same draw as the reference decoder's.
-        Requests whose masks rode the prefill (``box``) start from their whole first block."""
+    def _admit(self, batch, result, plans, raw_logits, box, blocks, cap):
+        """The prefill's first token of each request: the argmax with <MTP> suppressed, or
+        (MTP sampling) the sample of position P, the same draw as the reference decoder's;
+        for requests whose masks rode the prefill (``box``), row 0 of their block scan. The
+        requests' state is written at the start of the next forward (:meth:`_settle`), so the
+        first token is not kept waiting for it."""
         bs = len(batch.reqs)
         strategies, sampled, samplings, seeds = zip(*plans)
         rows = torch.arange(bs, dtype=torch.int32, device=self.device)
@@ -159,40 +187,60 @@ class MTPWorker(BaseSpecWorker):
                                       batch.seq_lens, 1)
         sampled_t = torch.tensor(sampled, dtype=torch.bool).to(self.device, non_blocking=True)
         first = torch.where(sampled_t, result.next_token_ids.to(torch.int64), tokens)
-        sync_from_rank0([first], self.broadcast)
+        scan = self._scan_blocks(batch, plans, box, blocks, cap) if box is not None else None
+        if scan is not None:
+            first = first.index_copy(0, scan["sel"], scan["tokens"][scan["row0"]])
+            sync_from_rank0([first, scan["tokens"], scan["accept_len"]], self.broadcast)
+        else:
+            sync_from_rank0([first], self.broadcast)
         ends = torch.tensor(batch.extend_lens, dtype=torch.int64).cumsum(0) - 1
         last_prompt = batch.input_ids.to(torch.int64)[ends.to(self.device, non_blocking=True)]
-        idx = _host_rows(batch)
-        self.state.admit(batch.req_pool_indices, idx, strategies, sampled, last_prompt, first, samplings, seeds)
-        if box is not None:
-            first = self._start_blocks(batch, plans, box, blocks, last_prompt, first, idx)
+        self._admissions.append((batch.req_pool_indices.clone(), _host_rows(batch).copy(), plans, last_prompt,
+                                 first, scan))
         result.next_token_ids = first
 
-    def _start_blocks(self, batch, plans, box, blocks, last_prompt, first, idx):
-        """The reference decoder's first pass for the requests whose masks rode the prefill:
-        ``step.accept`` over their last prompt row + mask rows. Returns the first tokens of the
-        batch with theirs (t1) in place; their state holds the block (lossy: t1..t_a, of which
-        t2..t_a are emitted by the first decode step; verify: t1 + k-1 drafts)."""
-        sel, K = box["sel"], box["K"]
-        n, dev = len(sel), self.device
-        sel_t = torch.tensor(sel, dtype=torch.int64).to(dev, non_blocking=True)
+    def _scan_blocks(self, batch, plans, box, blocks, cap):
+        """The scan of the first blocks that rode the prefill (the reference decoder's first
+        pass: last prompt row + mask rows, ``box["K"]`` rows per request)."""
+        sel, K, dev = box["sel"], box["K"], self.device
         picked = [plans[i] for i in sel]
         k = torch.tensor([blocks[i] for i in sel], dtype=torch.int32).to(dev, non_blocking=True)
         _, thr, ver = strategy_tensors([p.strategy for p in picked], dev)
-        sampling = None
+        one = torch.ones_like(k)
+        starts, length, tau = block_args(one, torch.zeros_like(k), k, thr, ver, K)
+        sel_t = torch.tensor(sel, dtype=torch.int64).to(dev, non_blocking=True)
+        logits = box["logits"].to(dev).contiguous()
         if any(p.sampling is not None for p in picked):
-            sampling = RowSampling.build([p.sampling or GREEDY for p in picked], [p.seed for p in picked], dev)
-        pending = last_prompt[sel_t][:, None]
-        one = torch.ones(n, dtype=torch.int32, device=dev)
-        out = accept(box["logits"].to(dev).contiguous(), pending, one, torch.zeros_like(one), k, thr, ver, self.mask_id, K,
-                     sampling=sampling, seq_lens=batch.seq_lens.to(dev)[sel_t].long() - 1)
-        sync_from_rank0([out.emitted, out.emit_len, out.next_pending, out.next_pending_len, out.next_draft_len],
-                        self.broadcast)
-        unsent = torch.where(ver, 0, out.emit_len - 1)
-        self.state.start_blocks(batch.req_pool_indices[sel_t], idx[sel], out.next_pending, out.next_pending_len,
-                                out.next_draft_len, unsent, [blocks[i] for i in sel],
-                                [not p.strategy.is_verify for p in picked])
-        return first.index_copy(0, sel_t, out.emitted[:, 0])
+            rs = RowSampling.build([p.sampling or GREEDY for p in picked], [p.seed for p in picked], dev)
+            tokens, accept_len = sample_tokens(logits, starts, length, tau, None, self.mask_id, rs,
+                                               batch.seq_lens.to(dev)[sel_t].long(), K)
+        else:
+            tokens, _, accept_len = ops.confidence_scan(logits, starts, length, tau, None, self.mask_id)
+        return {"sel": sel_t, "sel_host": np.asarray(sel), "K": K, "row0": starts.long(), "tokens": tokens,
+                "accept_len": accept_len, "cap": cap, "blocks": [blocks[i] for i in sel],
+                "lossy": [not p.strategy.is_verify for p in picked]}
+
+    def _settle(self):
+        """Write the state of the requests admitted by earlier prefills (:meth:`_admit`)."""
+        while self._admissions:
+            rows, idx, plans, last_prompt, first, scan = self._admissions.popleft()
+            strategies, sampled, samplings, seeds = zip(*plans)
+            self.state.admit(rows, idx, strategies, sampled, last_prompt, first, samplings, seeds)
+            if scan is not None:
+                self._start_blocks(rows, idx, scan)
+
+    def _start_blocks(self, rows, idx, scan):
+        """Requests whose first block rode the prefill: their first step is the prefill's,
+        so ``accept_commit`` over its scan leaves them in the reference decoder's state after
+        its first pass (lossy: pending t1..t_a, of which t2..t_a are emitted by the next
+        decode step; verify: t1 + k-1 drafts). Nothing is committed: the prompt's KV already is."""
+        sel_rows = rows[scan["sel"]]
+        state = self.state
+        _, emit_len, *_ = ops.accept_commit(
+            scan["tokens"], scan["accept_len"], sel_rows, torch.zeros_like(sel_rows, dtype=torch.int64),
+            state.pending, state.pending_len, state.draft_len, state.k, state.verify, state.first,
+            state.first_token, state.sampled, None, self.mask_id, scan["K"], scan["cap"])
+        state.start_blocks(sel_rows, idx[scan["sel_host"]], emit_len, scan["blocks"], scan["lossy"])
 
     # -- decode ----------------------------------------------------------------------------
     def _decode(self, batch, on_publish):
@@ -222,7 +270,8 @@ class MTPWorker(BaseSpecWorker):
         batch.input_ids = input_ids.reshape(-1)
         batch.out_cache_loc = loc.reshape(-1)
         batch.spec_info = MTPVerifyInput(positions.reshape(-1), width)
-        result = self._target_worker.forward_batch_generation(batch, is_verify=True)
+        with self.graphs.bound(width_graphs.VERIFY, width):
+            result = self._target_worker.forward_batch_generation(batch, is_verify=True)
         logits = result.logits_output.next_token_logits  # [B * W, V]
 
         samples = self._sample_fallback(batch, logits, positions, width) if state.any_sampled(idx) else None

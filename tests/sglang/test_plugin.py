@@ -94,16 +94,34 @@ def test_forward_passes_added_for_mtp_requests_only(monkeypatch):
     assert metrics.forward_passes(0) == 1  # a request that ended at its prefill
 
 
-def test_plain_decode_never_replays_verify_graphs():
+def test_graphs_replay_only_forwards_of_their_own_mode():
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
-    runner = SimpleNamespace(model_runner=SimpleNamespace(spec_algorithm=SimpleNamespace(name="MTP")))
-    other = SimpleNamespace(model_runner=SimpleNamespace(spec_algorithm=SimpleNamespace(name="EAGLE")))
+    def runner(algorithm, mode):
+        return SimpleNamespace(model_runner=SimpleNamespace(spec_algorithm=SimpleNamespace(name=algorithm)),
+                               capture_forward_mode=mode)
+
+    verify_graphs, decode_graphs = runner("MTP", ForwardMode.TARGET_VERIFY), runner("MTP", ForwardMode.DECODE)
+    other = runner("EAGLE", ForwardMode.TARGET_VERIFY)
     decode, verify = (SimpleNamespace(forward_mode=m) for m in (ForwardMode.DECODE, ForwardMode.TARGET_VERIFY))
-    assert graphs.no_graph_for_plain_decode(True, runner, decode) is False
-    assert graphs.no_graph_for_plain_decode(True, runner, verify) is True
-    assert graphs.no_graph_for_plain_decode(True, other, decode) is True
-    assert graphs.no_graph_for_plain_decode(False, runner, verify) is False
+    assert graphs.same_mode_only(True, verify_graphs, decode) is False  # plain steps never replay verify graphs
+    assert graphs.same_mode_only(True, verify_graphs, verify) is True
+    assert graphs.same_mode_only(True, decode_graphs, decode) is True  # ... but their own DECODE set
+    assert graphs.same_mode_only(True, decode_graphs, verify) is False
+    assert graphs.same_mode_only(True, other, decode) is True  # other algorithms untouched
+    assert graphs.same_mode_only(False, verify_graphs, verify) is False
+
+
+def test_capture_spec_info_only_for_verify_graphs():
+    from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
+    mr = SimpleNamespace(spec_algorithm=SimpleNamespace(name="MTP"), device="cpu")
+    verify = SimpleNamespace(model_runner=mr, capture_forward_mode=ForwardMode.TARGET_VERIFY,
+                             speculative_num_draft_tokens=3)
+    decode = SimpleNamespace(model_runner=mr, capture_forward_mode=ForwardMode.DECODE, speculative_num_draft_tokens=1)
+    info = graphs.runner_spec_info(None, verify, 6)
+    assert info.num_tokens_per_req == 3 and info.custom_mask is None
+    assert graphs.runner_spec_info(None, decode, 6) is None  # a DECODE capture has no verify input
 
 
 def test_default_decode_mode_leaves_sglang_unchanged(monkeypatch):

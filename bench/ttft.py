@@ -1,0 +1,162 @@
+"""Paired time-to-first-token benchmark: every mode's server runs at once, requests alternate.
+
+    python bench/ttft.py --cpu-smoke --model toy
+    python bench/ttft.py --model /path/ckpt --modes ntp,conf_adapt:0.9:8 --server-args "--disable-overlap-schedule"
+
+All servers start together; then, one request at a time (concurrency 1), each prompt is sent
+to every mode in turn (the order rotates each round) as a streaming ``/generate``. TTFT is the
+time to the first streamed chunk. Only the server being measured runs: the others are
+stopped (SIGSTOP) while it serves, because idle SGLang schedulers poll. Because neighbouring requests of different modes see the
+same machine load, the median of the per-prompt ratios (mode / ntp) is robust to the noise
+that swings sequential runs on a small CPU. Prints a table and writes ``ttft.json`` and
+``ttft.md`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.serving import client, modes, prompts, server  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="local HF checkpoint with the <MTP> token, 'toy' or 'smollm2'")
+    p.add_argument("--modes", default="ntp,conf_adapt:0.9:6,verify:6", help="first mode is the baseline")
+    p.add_argument("--num-prompts", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=5, help="times every prompt is sent to every mode")
+    p.add_argument("--max-new-tokens", type=int, default=8)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
+    p.add_argument("--server-args", default="", help="extra launch_server flags, one quoted string")
+    p.add_argument("--start-timeout", type=float, default=900.0)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--cpu-smoke", action="store_true", help="--device cpu, one torch thread per server")
+    return p
+
+
+def resolve(args):
+    if args.cpu_smoke:
+        args.device = "cpu"
+    source = str(prompts.DEFAULT_PROMPTS)
+    if args.model == "toy":
+        from sglang_mtp.toy import ensure_toy_model
+
+        args.model, source = ensure_toy_model(), "toy"
+    elif args.model == "smollm2":
+        from sglang_mtp.recipe import adapted_model  # FileNotFoundError names the command that builds it
+
+        args.model, source = adapted_model(), "smollm2"
+    prompt_list = prompts.load_prompts(source, args.num_prompts)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    fmt = prompts.resolve_format("auto", source, bool(getattr(tokenizer, "chat_template", None)))
+    args.texts = [prompts.format_prompt(p, fmt, tokenizer) for p in prompt_list]
+    if min(args.num_prompts, args.rounds, args.max_new_tokens) < 1:
+        raise ValueError("--num-prompts, --rounds and --max-new-tokens must be >= 1")
+    args.mode_list = modes.parse_modes(args.modes)
+    if args.out is None:
+        args.out = ROOT / "bench" / "results" / time.strftime("ttft-%Y%m%d-%H%M%S")
+
+
+def one(url: str, payload: dict) -> client.RequestResult:
+    results, _ = asyncio.run(client.run_load(url, [payload], 1))
+    return results[0]
+
+
+def only(servers, spec) -> None:
+    """Let only ``spec``'s server run: idle SGLang schedulers poll, and on a small CPU the
+    others' polling would be measured too (SIGSTOP / SIGCONT of their process groups)."""
+    for name, srv in servers.items():
+        os.killpg(srv.proc.pid, signal.SIGCONT if name == spec else signal.SIGSTOP)
+    time.sleep(0.05)  # let the woken server settle back into its idle loop
+
+
+def measure(servers, payloads, rounds: int) -> dict:
+    """TTFT samples per mode: ``{spec: [[seconds per prompt] per round]}``."""
+    specs = list(servers)
+    samples = {s: [[None] * len(payloads) for _ in range(rounds)] for s in specs}
+    for r in range(rounds):
+        for i, payload in enumerate(payloads):
+            k = (r + i) % len(specs)
+            for spec in specs[k:] + specs[:k]:
+                only(servers, spec)
+                res = one(servers[spec].url, payload)
+                if not res.ok or res.ttft is None:
+                    raise RuntimeError(f"{spec}: request failed: {res.error}")
+                samples[spec][r][i] = res.ttft
+    return samples
+
+
+def summarize(samples: dict, base: str) -> dict:
+    out = {}
+    for spec, rounds in samples.items():
+        flat = [t for rnd in rounds for t in rnd]
+        ratios = [t / b for rnd, brnd in zip(rounds, samples[base]) for t, b in zip(rnd, brnd)]
+        out[spec] = {"ttft_p50_ms": 1e3 * statistics.median(flat), "ttft_p90_ms": 1e3 * _p90(flat),
+                     "paired_ratio_p50": statistics.median(ratios), "n": len(flat)}
+    return out
+
+
+def _p90(xs):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(0.9 * len(xs)))]
+
+
+def table(summary: dict, base: str) -> str:
+    lines = [f"| mode | TTFT p50 (ms) | TTFT p90 (ms) | paired ratio vs {base} (median) | requests |",
+             "|---|---|---|---|---|"]
+    for spec, s in summary.items():
+        lines.append(f"| {spec} | {s['ttft_p50_ms']:.2f} | {s['ttft_p90_ms']:.2f} | "
+                     f"{s['paired_ratio_p50']:.3f}x | {s['n']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    resolve(args)
+    payloads = [client.generate_payload(t, args.max_new_tokens) for t in args.texts]
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")} if args.device == "cpu" else None
+    servers = {}
+    try:
+        for mode in args.mode_list:
+            port = server.free_port()
+            cmd = server.server_command(args.model, port, mode.server_flags(), args.device,
+                                        shlex.split(args.server_args))
+            servers[mode.spec] = server.Server(cmd, port, args.out / (mode.spec.replace(":", "_") + ".log"), env=env)
+            servers[mode.spec].start()
+        for srv in servers.values():
+            srv.wait_healthy(args.start_timeout)
+        measure(servers, payloads[:2], 1)  # warm-up
+        samples = measure(servers, payloads, args.rounds)
+    finally:
+        for srv in servers.values():
+            if srv.proc is not None:
+                os.killpg(srv.proc.pid, signal.SIGCONT)
+            srv.stop()
+    base = args.mode_list[0].spec
+    summary = summarize(samples, base)
+    md = table(summary, base)
+    cmd = "python bench/ttft.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    (args.out / "ttft.md").write_text(f"`{cmd}`\n\n{md}\n")
+    (args.out / "ttft.json").write_text(json.dumps({"command": cmd, "summary": summary, "samples": samples},
+                                                   indent=1))
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Which CUDA graph sets the worker builds per width, and how a step runs under one
+(sglang_mtp/sglang_plugin/width_graphs.py). The captures themselves need a GPU
+(README, "Only checkable on a GPU"); the planning and the swap are plain Python."""
+
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("sglang")
+
+from sglang_mtp.sglang_plugin import width_graphs as wg  # noqa: E402
+
+SGLANG_SIZES = list(range(1, 9)) + list(range(10, 33, 2)) + list(range(40, 65, 4)) + list(range(72, 257, 8))
+
+
+def test_capped_sizes_keep_the_cap_itself():
+    assert wg.capped_sizes(SGLANG_SIZES, 46) == [s for s in SGLANG_SIZES if s <= 46] + [46]
+    assert wg.capped_sizes(SGLANG_SIZES, 48)[-1] == 48  # already a size: not repeated
+    assert wg.capped_sizes(SGLANG_SIZES, 1000) == SGLANG_SIZES  # nothing to cap
+    assert wg.capped_sizes(SGLANG_SIZES, 0) == [1]  # a budget below one request's width
+
+
+def test_startup_cap_follows_the_budget():
+    assert wg.startup_cap(512, 11) == 46
+    assert wg.startup_cap(8, 11) == 1
+    assert wg.startup_cap(0, 11) is None  # fixed width: SGLang's list unchanged
+
+
+def test_plan_caps_every_width_to_the_budget():
+    plan = wg.plan_sets((1, 3, 7, 11), 11, 512, rows=256 * 11, sizes=SGLANG_SIZES, adaptive=True)
+    assert [(m, w) for m, w, _ in plan] == [("verify", 7), ("verify", 3), ("verify", 1), ("decode", 1)]
+    for mode, w, sizes in plan:
+        assert max(sizes) * w <= 512, (mode, w)
+        assert max(sizes) == min(512 // w, 256)
+    assert dict(((m, w), s) for m, w, s in plan)[("decode", 1)] == SGLANG_SIZES[:SGLANG_SIZES.index(256) + 1]
+
+
+def test_plan_without_a_budget_fills_the_logits_buffer():
+    rows = 46 * 11  # the shared logits buffer SGLang sized for its capture
+    plan = wg.plan_sets((1, 3, 7, 11), 11, 0, rows=rows, sizes=SGLANG_SIZES, adaptive=True)
+    for _, w, sizes in plan:
+        assert max(sizes) * w <= rows
+
+
+def test_fixed_width_builds_only_the_plain_decode_set():
+    plan = wg.plan_sets((1, 3, 7, 11), 11, 0, rows=256 * 11, sizes=SGLANG_SIZES, adaptive=False)
+    assert [(m, w) for m, w, _ in plan] == [("decode", 1)]
+
+
+def test_bound_swaps_runner_and_backend_for_the_forward_only():
+    mr = SimpleNamespace(decode_cuda_graph_runner="base runner", attn_backend="base backend")
+    graphs = wg.WidthGraphs(mr)
+    graphs.sets[("verify", 3)] = ("w3 runner", "w3 backend")
+    with graphs.bound("verify", 3):
+        assert (mr.decode_cuda_graph_runner, mr.attn_backend) == ("w3 runner", "w3 backend")
+    assert (mr.decode_cuda_graph_runner, mr.attn_backend) == ("base runner", "base backend")
+    with pytest.raises(RuntimeError):
+        with graphs.bound("verify", 3):
+            raise RuntimeError("a failed forward")
+    assert (mr.decode_cuda_graph_runner, mr.attn_backend) == ("base runner", "base backend")
+    with graphs.bound("verify", 7):  # no set: the forward runs as SGLang would (eager)
+        assert mr.decode_cuda_graph_runner == "base runner"
+
+
+def test_no_graph_config_means_nothing_to_cap():
+    assert wg.cap_startup_sizes(None) is None
+
+
+def test_plain_decode_runner_keeps_its_mode():
+    from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
+    cls = wg.PlainDecodeRunner()
+    runner = cls.__new__(cls)  # SGLang's __init__ captures graphs (GPU); the mode is a class property
+    runner.capture_forward_mode = ForwardMode.TARGET_VERIFY  # what SGLang assigns on a speculative server
+    assert runner.capture_forward_mode == ForwardMode.DECODE
+
+
+def test_sets_share_one_kv_index_buffer(monkeypatch):
+    import torch
+
+    calls = []
+
+    class Backend:
+        max_context_len = 5
+
+        def init_cuda_graph_state(self, max_bs, max_num_tokens, kv_indices_buf=None):
+            calls.append((max_num_tokens, kv_indices_buf))
+
+    monkeypatch.setattr(torch, "zeros", lambda n, dtype=None, device=None: torch.empty(n, dtype=dtype))  # no GPU
+    graphs = wg.WidthGraphs(SimpleNamespace())
+    a, b = Backend(), Backend()
+    graphs.share_kv_indices(a, tokens=12)
+    graphs.share_kv_indices(b, tokens=12)
+    a.init_cuda_graph_state(4, 12)
+    b.init_cuda_graph_state(12, 12)
+    (n_a, buf_a), (n_b, buf_b) = calls
+    assert buf_a.numel() == 12 * 5 and buf_b.numel() == 12 * 5
+    assert buf_a.data_ptr() == buf_b.data_ptr()  # one buffer for every width
