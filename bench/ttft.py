@@ -5,7 +5,8 @@
 
 All servers start together; then, one request at a time (concurrency 1), each prompt is sent
 to every mode in turn (the order rotates each round) as a streaming ``/generate``. TTFT is the
-time to the first streamed chunk. Only the server being measured runs: the others are
+time to the first streamed chunk; the prefix cache is flushed before each request, so every
+request runs its whole prefill. Only the server being measured runs: the others are
 stopped (SIGSTOP) while it serves, because idle SGLang schedulers poll. Because neighbouring requests of different modes see the
 same machine load, the median of the per-prompt ratios (mode / ntp) is robust to the noise
 that swings sequential runs on a small CPU. Prints a table and writes ``ttft.json`` and
@@ -34,7 +35,8 @@ from bench.serving import client, modes, prompts, server  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="local HF checkpoint with the <MTP> token, 'toy' or 'smollm2'")
-    p.add_argument("--modes", default="ntp,conf_adapt:0.9:6,verify:6", help="first mode is the baseline")
+    p.add_argument("--modes", default="ntp,conf_adapt:0.9:6,verify:6",
+                   help="first mode is the baseline; 'plain@SPEC' adds SPEC's server with {\"mtp\": false} requests")
     p.add_argument("--num-prompts", type=int, default=16)
     p.add_argument("--rounds", type=int, default=5, help="times every prompt is sent to every mode")
     p.add_argument("--max-new-tokens", type=int, default=8)
@@ -66,9 +68,15 @@ def resolve(args):
     args.texts = [prompts.format_prompt(p, fmt, tokenizer) for p in prompt_list]
     if min(args.num_prompts, args.rounds, args.max_new_tokens) < 1:
         raise ValueError("--num-prompts, --rounds and --max-new-tokens must be >= 1")
-    args.mode_list = modes.parse_modes(args.modes)
+    specs = [m.strip() for m in args.modes.split(",") if m.strip()]
+    args.plain_requests = {m[len(PLAIN):] for m in specs if m.startswith(PLAIN)}
+    servers = list(dict.fromkeys(m[len(PLAIN):] if m.startswith(PLAIN) else m for m in specs))  # one per config
+    args.mode_list = modes.parse_modes(",".join(servers))
     if args.out is None:
         args.out = ROOT / "bench" / "results" / time.strftime("ttft-%Y%m%d-%H%M%S")
+
+
+PLAIN = "plain@"  # "plain@conf_adapt:0.9:6": that MTP server, every request {"mtp": false}
 
 
 def one(url: str, payload: dict) -> client.RequestResult:
@@ -84,16 +92,23 @@ def only(servers, spec) -> None:
     time.sleep(0.05)  # let the woken server settle back into its idle loop
 
 
-def measure(servers, payloads, rounds: int) -> dict:
-    """TTFT samples per mode: ``{spec: [[seconds per prompt] per round]}``."""
-    specs = list(servers)
+def measure(servers, payloads, rounds: int, plain=()) -> dict:
+    """TTFT samples per mode: ``{spec: [[seconds per prompt] per round]}``; a mode of ``plain``
+    is measured twice: as itself and with every request ``{"mtp": false}`` (``plain@`` + spec)."""
+    targets = {s: (s, None) for s in servers}
+    targets.update({PLAIN + s: (s, {"mtp": False}) for s in plain})
+    specs = list(targets)
     samples = {s: [[None] * len(payloads) for _ in range(rounds)] for s in specs}
     for r in range(rounds):
         for i, payload in enumerate(payloads):
             k = (r + i) % len(specs)
             for spec in specs[k:] + specs[:k]:
-                only(servers, spec)
-                res = one(servers[spec].url, payload)
+                name, custom = targets[spec]
+                only(servers, name)
+                servers[name].post("/flush_cache?timeout=30")  # a real prefill, not a prefix-cache hit
+                body = payload if custom is None else dict(
+                    payload, sampling_params=dict(payload["sampling_params"], custom_params=custom))
+                res = one(servers[name].url, body)
                 if not res.ok or res.ttft is None:
                     raise RuntimeError(f"{spec}: request failed: {res.error}")
                 samples[spec][r][i] = res.ttft
@@ -140,8 +155,8 @@ def main(argv=None) -> int:
             servers[mode.spec].start()
         for srv in servers.values():
             srv.wait_healthy(args.start_timeout)
-        measure(servers, payloads[:2], 1)  # warm-up
-        samples = measure(servers, payloads, args.rounds)
+        measure(servers, payloads[:2], 1, args.plain_requests)  # warm-up
+        samples = measure(servers, payloads, args.rounds, args.plain_requests)
     finally:
         for srv in servers.values():
             if srv.proc is not None:

@@ -72,7 +72,7 @@ def test_masked_extend_rewrites_one_forward_and_gives_every_slot_back():
         assert batch.extend_lens == [5, 2, 5] and batch.extend_num_tokens == 12
         assert batch.seq_lens.tolist() == [5, 7, 6] and batch.seq_lens_cpu.tolist() == [5, 7, 6]
         assert batch.seq_lens_sum == 18
-        assert last_rows.tolist() == [2, 6, 10]  # each request's last prompt row in the new stream
+        assert last_rows == [2, 6, 10]  # each request's last prompt row in the new stream
         # The masks' slots sit right after each prompt in its req_to_token row.
         assert table[2, 3:5].tolist() == [500, 501] and table[1, 5].item() == 502
         rows = prefill_masks.block_rows(last_rows, [2, 0, 1])
@@ -90,3 +90,37 @@ def test_masked_extend_restores_the_batch_when_the_forward_fails():
         with prefill_masks.masked_extend(batch, [1, 1, 1], MASK, torch.zeros(3, 16, dtype=torch.int32), pool):
             raise RuntimeError("forward failed")
     assert batch.input_ids is ids and len(pool.freed) == 3
+
+
+class _LogitsProcessor:
+    """The shape of SGLang's processor: keep each request's last row, one lm_head call."""
+
+    def __init__(self, weight, dp_attention=False):
+        self.weight, self.calls = weight, []
+        self.do_tensor_parallel_all_gather_dp_attn = dp_attention
+
+    def forward(self, input_ids, hidden_states, lm_head, logits_metadata):
+        last = hidden_states[logits_metadata["last_rows"]]
+        return {"next_token_logits": self._get_logits(last, lm_head, logits_metadata)}
+
+    def _get_logits(self, hidden_states, lm_head, logits_metadata, embedding_bias=None, use_logits_buffer=True):
+        self.calls.append(hidden_states.shape[0])
+        return hidden_states @ self.weight.T
+
+
+@pytest.mark.parametrize("dp_attention", [False, True])
+def test_block_rows_ride_the_processors_lm_head_call(dp_attention, monkeypatch):
+    LogitsMetadata = pytest.importorskip("sglang.srt.layers.logits_processor").LogitsMetadata
+    monkeypatch.setattr(LogitsMetadata, "from_forward_batch", staticmethod(lambda meta: meta))
+    torch.manual_seed(0)
+    weight, hidden = torch.randn(11, 4), torch.randn(9, 4)
+    lp = _LogitsProcessor(weight, dp_attention)
+    model = SimpleNamespace(logits_processor=lp)
+    box = {"rows": torch.tensor([2, 3, 4, 4, 6, 7, 8, 8])}
+    meta = {"last_rows": torch.tensor([4, 8])}
+    with prefill_masks.capture_block_logits(model, box):
+        out = lp.forward(None, hidden, None, meta)
+    torch.testing.assert_close(out["next_token_logits"], hidden[[4, 8]] @ weight.T)  # SGLang's rows unchanged
+    torch.testing.assert_close(box["logits"], hidden[box["rows"]] @ weight.T)
+    assert lp.calls == ([2, 8] if dp_attention else [2 + 8])  # one lm_head call unless DP attention
+    assert "forward" not in vars(lp) and "_get_logits" not in vars(lp)  # restored

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 from typing import List, Optional
 
+import numpy as np
 import torch
 
 
@@ -54,7 +55,7 @@ def masked_extend(batch, counts, mask_id: int, req_to_token, allocator):
     """Append ``counts[i]`` masks to request i of an EXTEND ``batch`` for one forward.
 
     Yields the flat index of each request's last prompt row in the extended token stream
-    (int64 [B]); everything is restored and the mask slots freed on exit."""
+    (a list of B ints); everything is restored and the mask slots freed on exit."""
     dev = batch.input_ids.device
     saved = {n: getattr(batch, n) for n in ("input_ids", "out_cache_loc", "extend_lens", "seq_lens", "seq_lens_cpu",
                                             "seq_lens_sum", "extend_num_tokens")}
@@ -87,7 +88,7 @@ def masked_extend(batch, counts, mask_id: int, req_to_token, allocator):
         batch.seq_lens = saved["seq_lens"] + extra.to(saved["seq_lens"].device)
         batch.seq_lens_cpu = saved["seq_lens_cpu"] + extra.to(saved["seq_lens_cpu"].dtype)
         batch.seq_lens_sum = int(batch.seq_lens_cpu.sum())
-        yield torch.tensor(last_rows, dtype=torch.int64)
+        yield last_rows
     finally:
         for name, value in saved.items():
             setattr(batch, name, value)
@@ -97,31 +98,54 @@ def masked_extend(batch, counts, mask_id: int, req_to_token, allocator):
 def block_rows(last_rows, counts) -> dict:
     """The requests with masks (``sel``), their largest block ``K``, and the flat rows of
     their blocks (``rows`` int64 [len(sel) * K]: last prompt row, then the mask rows; a shorter
-    block repeats its last row, which its scan never reads)."""
+    block repeats its last row, which its scan never reads). Host arithmetic, one tensor."""
     sel = [i for i, m in enumerate(counts) if m]
-    m = torch.tensor([counts[i] for i in sel], dtype=torch.int64)
+    m = np.array([counts[i] for i in sel], dtype=np.int64)
     K = int(m.max()) + 1
-    j = torch.arange(K, dtype=torch.int64)
-    return {"sel": sel, "K": K, "rows": (last_rows[sel][:, None] + torch.minimum(j[None, :], m[:, None])).reshape(-1)}
+    rows = np.asarray(last_rows, dtype=np.int64)[sel][:, None] + np.minimum(np.arange(K)[None, :], m[:, None])
+    return {"sel": sel, "K": K, "rows": torch.from_numpy(rows.reshape(-1))}
 
 
 @contextlib.contextmanager
 def capture_block_logits(model, rows_box: dict):
     """While active, the model's logits processor also computes the logits of the flat
-    hidden-state rows ``rows_box["rows"]`` (int64 [N]) into ``rows_box["logits"]`` [N, V]."""
+    hidden-state rows ``rows_box["rows"]`` (int64 [N]) into ``rows_box["logits"]`` [N, V].
+
+    The rows ride the processor's own lm_head call (one read of the lm_head weights: on a
+    small model that read is a good part of a short prefill); where that call cannot take
+    them (data-parallel attention gathers rows across ranks) they get a call of their own."""
     lp = model.logits_processor
-    original = lp.forward
-    own = "forward" in vars(lp)
+    original, original_get = lp.forward, lp._get_logits
+    own, own_get = "forward" in vars(lp), "_get_logits" in vars(lp)
 
     def forward(input_ids, hidden_states, lm_head, logits_metadata, *args, **kwargs):
-        out = original(input_ids, hidden_states, lm_head, logits_metadata, *args, **kwargs)
-        from sglang.srt.layers.logits_processor import LogitsMetadata
+        extra = {"states": hidden_states[rows_box["rows"].to(hidden_states.device)]}
 
-        meta = logits_metadata
-        if not isinstance(meta, LogitsMetadata):
-            meta = LogitsMetadata.from_forward_batch(meta)
-        rows = rows_box["rows"].to(hidden_states.device)
-        rows_box["logits"] = lp._get_logits(hidden_states[rows], lm_head, meta, use_logits_buffer=False)
+        def get_logits(states, head, meta, embedding_bias=None, use_logits_buffer=True):
+            mine = extra.pop("states", None)
+            if mine is None or getattr(lp, "do_tensor_parallel_all_gather_dp_attn", False):
+                if mine is not None:
+                    extra["states"] = mine
+                return original_get(states, head, meta, embedding_bias, use_logits_buffer)
+            both = original_get(torch.cat([states, mine.to(states.dtype)]), head, meta, embedding_bias, False)
+            rows_box["logits"] = both[states.shape[0]:]
+            return both[:states.shape[0]]
+
+        lp._get_logits = get_logits
+        try:
+            out = original(input_ids, hidden_states, lm_head, logits_metadata, *args, **kwargs)
+        finally:
+            if own_get:
+                lp._get_logits = original_get
+            else:
+                del lp._get_logits
+        if "states" in extra:  # the processor's call did not take them
+            from sglang.srt.layers.logits_processor import LogitsMetadata
+
+            meta = logits_metadata
+            if not isinstance(meta, LogitsMetadata):
+                meta = LogitsMetadata.from_forward_batch(meta)
+            rows_box["logits"] = original_get(extra["states"], lm_head, meta, use_logits_buffer=False)
         return out
 
     lp.forward = forward

@@ -41,7 +41,7 @@ from sglang.srt.speculative.base_spec_worker import BaseSpecWorker
 
 from sglang_mtp import ops
 from sglang_mtp.sampling import RowSampling
-from sglang_mtp.step import block_args, sample_tokens, strategy_tensors
+from sglang_mtp.step import sample_tokens
 from sglang_mtp.strategy import MAX_K
 from sglang_mtp.width import AutoWidthPolicy, step_cap
 
@@ -104,7 +104,7 @@ class MTPWorker(BaseSpecWorker):
     def init_attention_backends(self):
         """Runs before SGLang captures its graphs: a fixed token budget caps the batch sizes
         the full width is captured for (wider batches never run the full width)."""
-        if self.narrow() and self.policy.budget > 0:
+        if str(self.device).startswith("cuda") and self.narrow() and self.policy.budget > 0:
             self._capture_sizes = width_graphs.cap_startup_sizes(width_graphs.startup_cap(self.policy.budget,
                                                                                           self.width))
 
@@ -173,41 +173,56 @@ class MTPWorker(BaseSpecWorker):
         (MTP sampling) the sample of position P, the same draw as the reference decoder's;
         for requests whose masks rode the prefill (``box``), row 0 of their block scan. The
         requests' state is written at the start of the next forward (:meth:`_settle`), so the
-        first token is not kept waiting for it."""
+        first token is not kept waiting for it: only what the first tokens need runs here."""
         bs = len(batch.reqs)
-        strategies, sampled, samplings, seeds = zip(*plans)
+        scan = self._scan_blocks(batch, plans, box, blocks, cap) if box is not None else None
+        if scan is not None and len(scan["sel_host"]) == bs:  # every request's t1 is its block's row 0
+            first = scan["tokens"][scan["row0"]]
+        else:
+            first = self._first_tokens(batch, result, plans, raw_logits)
+            if scan is not None:
+                first = first.index_copy(0, scan["sel"], scan["tokens"][scan["row0"]])
+        sync_from_rank0([first] + ([scan["tokens"], scan["accept_len"]] if scan is not None else []), self.broadcast)
+        masked = set(box["sel"]) if box is not None else set()
+        if any(p.strategy.k > 1 for i, p in enumerate(plans) if i not in masked):  # an old first step re-feeds it
+            ends = torch.from_numpy(np.cumsum(batch.extend_lens) - 1).to(self.device, non_blocking=True)
+            last_prompt = batch.input_ids.to(torch.int64)[ends]
+        else:
+            last_prompt = first  # unused: every MTP request's first step was its prefill
+        self._admissions.append((batch.req_pool_indices.clone(), _host_rows(batch).copy(), plans, last_prompt, first,
+                                 scan))
+        result.next_token_ids = first
+
+    def _first_tokens(self, batch, result, plans, raw_logits):
+        """t1 of every request from SGLang's last-row logits (sampler fallbacks keep SGLang's
+        sample)."""
+        bs = len(batch.reqs)
         rows = torch.arange(bs, dtype=torch.int32, device=self.device)
         ones, zeros = torch.ones_like(rows), torch.zeros(bs, dtype=torch.float32, device=self.device)
         if raw_logits is None:
             logits = result.logits_output.next_token_logits  # [bs, V]
             tokens, _, _ = ops.confidence_scan(logits.contiguous(), rows, ones, zeros, None, self.mask_id)
         else:
-            rs = RowSampling.build([s or GREEDY for s in samplings], seeds, self.device)
+            rs = RowSampling.build([p.sampling or GREEDY for p in plans], [p.seed for p in plans], self.device)
             tokens, _ = sample_tokens(raw_logits.contiguous(), rows, ones, zeros, None, self.mask_id, rs,
                                       batch.seq_lens, 1)
-        sampled_t = torch.tensor(sampled, dtype=torch.bool).to(self.device, non_blocking=True)
-        first = torch.where(sampled_t, result.next_token_ids.to(torch.int64), tokens)
-        scan = self._scan_blocks(batch, plans, box, blocks, cap) if box is not None else None
-        if scan is not None:
-            first = first.index_copy(0, scan["sel"], scan["tokens"][scan["row0"]])
-            sync_from_rank0([first, scan["tokens"], scan["accept_len"]], self.broadcast)
-        else:
-            sync_from_rank0([first], self.broadcast)
-        ends = torch.tensor(batch.extend_lens, dtype=torch.int64).cumsum(0) - 1
-        last_prompt = batch.input_ids.to(torch.int64)[ends.to(self.device, non_blocking=True)]
-        self._admissions.append((batch.req_pool_indices.clone(), _host_rows(batch).copy(), plans, last_prompt,
-                                 first, scan))
-        result.next_token_ids = first
+        if not any(p.fallback for p in plans):
+            return tokens
+        sampled = torch.tensor([p.fallback for p in plans], dtype=torch.bool).to(self.device, non_blocking=True)
+        return torch.where(sampled, result.next_token_ids.to(torch.int64), tokens)
 
     def _scan_blocks(self, batch, plans, box, blocks, cap):
         """The scan of the first blocks that rode the prefill (the reference decoder's first
-        pass: last prompt row + mask rows, ``box["K"]`` rows per request)."""
+        pass: last prompt row + mask rows, ``box["K"]`` rows per request). Blocks start at the
+        last prompt row; verify blocks are that one row (their mask rows are drafts)."""
         sel, K, dev = box["sel"], box["K"], self.device
         picked = [plans[i] for i in sel]
-        k = torch.tensor([blocks[i] for i in sel], dtype=torch.int32).to(dev, non_blocking=True)
-        _, thr, ver = strategy_tensors([p.strategy for p in picked], dev)
-        one = torch.ones_like(k)
-        starts, length, tau = block_args(one, torch.zeros_like(k), k, thr, ver, K)
+        verify = [p.strategy.is_verify for p in picked]
+        starts = torch.arange(0, len(sel) * K, K, dtype=torch.int32).to(dev, non_blocking=True)
+        length = torch.tensor([1 if v else blocks[i] for v, i in zip(verify, sel)], dtype=torch.int32).to(
+            dev, non_blocking=True)
+        tau = torch.tensor([0.0 if v else p.strategy.scan_threshold for v, p in zip(verify, picked)],
+                           dtype=torch.float32).to(dev, non_blocking=True)
         sel_t = torch.tensor(sel, dtype=torch.int64).to(dev, non_blocking=True)
         logits = box["logits"].to(dev).contiguous()
         if any(p.sampling is not None for p in picked):
@@ -218,7 +233,7 @@ class MTPWorker(BaseSpecWorker):
             tokens, _, accept_len = ops.confidence_scan(logits, starts, length, tau, None, self.mask_id)
         return {"sel": sel_t, "sel_host": np.asarray(sel), "K": K, "row0": starts.long(), "tokens": tokens,
                 "accept_len": accept_len, "cap": cap, "blocks": [blocks[i] for i in sel],
-                "lossy": [not p.strategy.is_verify for p in picked]}
+                "lossy": [not v for v in verify]}
 
     def _settle(self):
         """Write the state of the requests admitted by earlier prefills (:meth:`_admit`)."""

@@ -1,0 +1,38 @@
+"""bench/ttft.py: the paired TTFT measurement (servers are faked; no SGLang needed)."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from bench import ttft
+from bench.serving import client
+
+
+def test_paired_ratio_is_the_median_of_per_request_ratios():
+    samples = {"ntp": [[1.0, 2.0, 4.0]], "mtp": [[2.0, 2.0, 5.0]]}
+    out = ttft.summarize(samples, "ntp")
+    assert out["ntp"]["paired_ratio_p50"] == 1.0
+    assert out["mtp"]["paired_ratio_p50"] == pytest.approx(1.25)  # ratios 2, 1, 1.25
+    assert out["mtp"]["ttft_p50_ms"] == pytest.approx(2000.0) and out["mtp"]["n"] == 3
+
+
+def test_every_prompt_goes_to_every_mode_plain_requests_included(monkeypatch):
+    sent, flushed = [], []
+    monkeypatch.setattr(ttft, "only", lambda servers, spec: None)
+
+    def one(url, payload):
+        sent.append((url, payload["text"], payload["sampling_params"].get("custom_params")))
+        return client.RequestResult(0, ok=True, ttft=0.5 if url == "ntp" else 1.0)
+
+    monkeypatch.setattr(ttft, "one", one)
+    servers = {name: SimpleNamespace(url=name, post=lambda path, n=name: flushed.append(n))
+               for name in ("ntp", "conf_adapt:0.9:6")}
+    payloads = [client.generate_payload(t, 8) for t in ("a", "b")]
+    samples = ttft.measure(servers, payloads, 2, plain={"conf_adapt:0.9:6"})
+    assert set(samples) == {"ntp", "conf_adapt:0.9:6", "plain@conf_adapt:0.9:6"}
+    assert len(sent) == 2 * 2 * 3 and len(flushed) == len(sent)  # the cache is flushed before every request
+    plain = [s for s in sent if s[2] is not None]
+    assert len(plain) == 4 and all(s[0] == "conf_adapt:0.9:6" and s[2] == {"mtp": False} for s in plain)
+    assert all("custom_params" not in p["sampling_params"] for p in payloads)  # payloads not mutated
+    assert sent[0][0] != sent[3][0]  # the mode order rotates from one prompt to the next
+    assert samples["ntp"] == [[0.5, 0.5], [0.5, 0.5]]
