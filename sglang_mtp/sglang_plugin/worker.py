@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 
 import numpy as np
 import torch
@@ -280,6 +281,8 @@ class MTPWorker(BaseSpecWorker):
             # First steps attend from P-1 (see ops.step_inputs); keep the host mirror in step.
             batch.seq_lens_cpu = batch.seq_lens_cpu - torch.from_numpy(first.astype(np.int64))
             batch.seq_lens_sum = int(batch.seq_lens_cpu.sum())
+        if CHECK_HOST_LENGTHS:
+            _check_host_lengths(batch, attn_lens)
         batch.seq_lens = attn_lens
         batch.forward_mode = ForwardMode.TARGET_VERIFY
         batch.input_ids = input_ids.reshape(-1)
@@ -426,6 +429,23 @@ def _raw_logits(model_runner):
             model_runner.sample = original
         else:
             del model_runner.sample
+
+
+# Tests set this (tests/sglang/live_server.child_env): every decode step checks that the host
+# lengths equal the device's. A sync-free FlashInfer plan (flashinfer_plan.py) is built from
+# the host copy alone, so a mismatch there would be silently wrong attention on a GPU.
+CHECK_HOST_LENGTHS = os.environ.get("SGLANG_MTP_CHECK_HOST_LENGTHS") == "1"
+
+
+def _check_host_lengths(batch, attn_lens) -> None:
+    host = batch.seq_lens_cpu
+    if host is None:
+        return
+    device = attn_lens.to("cpu", torch.int64)
+    if not torch.equal(host.to(torch.int64), device) or (
+            batch.seq_lens_sum is not None and batch.seq_lens_sum != int(device.sum())):
+        raise AssertionError(f"MTP: host KV lengths {host.tolist()} (sum {batch.seq_lens_sum}) differ from the "
+                             f"device's {device.tolist()}")
 
 
 def _host_rows(batch) -> np.ndarray:
