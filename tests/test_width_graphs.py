@@ -96,3 +96,12 @@ def test_sets_share_one_kv_index_buffer(monkeypatch):
     (n_a, buf_a), (n_b, buf_b) = calls
     assert buf_a.numel() == 12 * 5 and buf_b.numel() == 12 * 5
     assert buf_a.data_ptr() == buf_b.data_ptr()  # one buffer for every width
+
+
+def test_extra_sets_skipped_where_sglang_keeps_global_graph_state():
+    plain = SimpleNamespace(lora_manager=None)
+    assert wg.extras_unsupported(plain, SimpleNamespace()) is None
+    assert wg.extras_unsupported(SimpleNamespace(lora_manager=object()), SimpleNamespace()) == "LoRA"
+    assert wg.extras_unsupported(plain, SimpleNamespace(enable_two_batch_overlap=True)) == "two-batch overlap"
+    assert wg.extras_unsupported(plain, SimpleNamespace(require_mlp_sync=True)) == "data-parallel attention"
+    assert wg.extras_unsupported(plain, SimpleNamespace(enable_pdmux=True)) == "PD multiplexing"

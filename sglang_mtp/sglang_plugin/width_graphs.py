@@ -144,6 +144,11 @@ class WidthGraphs:
             logger.info("MTP: no decode CUDA graphs in this server; narrower widths run eagerly")
             return
         self.sets[(VERIFY, full_width)] = (base, mr.attn_backend)
+        reason = extras_unsupported(mr, base)
+        if reason:
+            logger.info("MTP: no graph sets besides SGLang's (%s); narrower widths and plain batches run eagerly",
+                        reason)
+            return
         tokens = max(max(bs) * width for _, width, bs in plan) if plan else 0
         for mode, width, bs in plan:
             before, tic = get_available_gpu_memory(mr.device, mr.gpu_id), time.perf_counter()
@@ -215,6 +220,20 @@ class WidthGraphs:
 
     def describe(self) -> str:
         return ", ".join(f"{m} w{w}: {gb:.2f} GB" for (m, w), gb in sorted(self.memory_gb.items())) or "none"
+
+
+def extras_unsupported(model_runner, base_runner) -> Optional[str]:
+    """Why the extra graph sets cannot be built next to SGLang's, or None. Each of these keeps
+    process-wide graph state that a second runner would overwrite (LoRA's batch info, the
+    PD-multiplexing backend group) or splits batches in ways a second capture list would not
+    follow (two-batch overlap, data-parallel attention's gathered buffers)."""
+    if getattr(model_runner, "lora_manager", None) is not None:
+        return "LoRA"
+    for flag, name in (("enable_pdmux", "PD multiplexing"), ("enable_two_batch_overlap", "two-batch overlap"),
+                       ("require_mlp_sync", "data-parallel attention")):
+        if getattr(base_runner, flag, False):
+            return name
+    return None
 
 
 def _sizes_text(bs) -> str:
