@@ -105,3 +105,36 @@ def test_extra_sets_skipped_where_sglang_keeps_global_graph_state():
     assert wg.extras_unsupported(plain, SimpleNamespace(enable_two_batch_overlap=True)) == "two-batch overlap"
     assert wg.extras_unsupported(plain, SimpleNamespace(require_mlp_sync=True)) == "data-parallel attention"
     assert wg.extras_unsupported(plain, SimpleNamespace(enable_pdmux=True)) == "PD multiplexing"
+
+
+def test_extra_captures_set_their_sizes_without_torch_compile_and_restore(monkeypatch):
+    import contextlib
+
+    import sglang.srt.runtime_context as rc
+
+    seen = []
+
+    class Graph:
+        def __init__(self):
+            self.cuda_graph_config = SimpleNamespace(decode=SimpleNamespace(bs=[1, 2, 4, 8]))
+            self.torch_compile_max_bs = 32
+
+        def __contains__(self, name):
+            return hasattr(self, name)
+
+        @contextlib.contextmanager
+        def override(self, **kw):
+            saved = {k: getattr(self, k) for k in kw}
+            self.__dict__.update(kw)
+            try:
+                yield
+            finally:
+                self.__dict__.update(saved)
+
+    graph = Graph()
+    monkeypatch.setattr(rc, "get_exec", lambda: SimpleNamespace(graph=graph))
+    with wg._capture_sizes([1, 2]):
+        seen.append((list(graph.cuda_graph_config.decode.bs), graph.torch_compile_max_bs))
+    assert seen == [([1, 2], 0)]
+    assert graph.cuda_graph_config.decode.bs == [1, 2, 4, 8] and graph.torch_compile_max_bs == 32
+    assert wg.cap_startup_sizes(4) == [1, 2, 4, 8] and graph.cuda_graph_config.decode.bs == [1, 2, 4]

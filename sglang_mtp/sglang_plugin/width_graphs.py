@@ -99,11 +99,18 @@ def _graph_config():
 
 @contextlib.contextmanager
 def _capture_sizes(sizes):
+    """SGLang's capture list set to ``sizes`` for one runner, without torch.compile (with
+    ``--enable-torch-compile`` every extra width would compile every batch size again)."""
+    from sglang.srt.runtime_context import get_exec
+
     cfg = _graph_config()
     saved = list(cfg.decode.bs)
     cfg.decode.bs = list(sizes)
+    graph = get_exec().graph
+    no_compile = graph.override(torch_compile_max_bs=0) if "torch_compile_max_bs" in graph else contextlib.nullcontext()
     try:
-        yield
+        with no_compile:
+            yield
     finally:
         cfg.decode.bs = saved
 
