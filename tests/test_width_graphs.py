@@ -69,8 +69,7 @@ def test_no_graph_config_means_nothing_to_cap():
 def test_plain_decode_runner_keeps_its_mode():
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
-    cls = wg.PlainDecodeRunner()
-    runner = cls.__new__(cls)  # SGLang's __init__ captures graphs (GPU); the mode is a class property
+    runner = wg.PlainDecodeRunner.__new__(wg.PlainDecodeRunner)  # SGLang's __init__ captures graphs (GPU); the mode is a class property
     runner.capture_forward_mode = ForwardMode.TARGET_VERIFY  # what SGLang assigns on a speculative server
     assert runner.capture_forward_mode == ForwardMode.DECODE
 

@@ -37,6 +37,8 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from sglang.srt.model_executor.forward_batch_info import ForwardMode
+from sglang.srt.model_executor.runner.decode_cuda_graph_runner import DecodeCudaGraphRunner
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ def startup_cap(budget: int, full_width: int) -> Optional[int]:
 def cap_startup_sizes(cap: Optional[int]) -> Optional[List[int]]:
     """Cap SGLang's decode capture list before it captures (returns the original list, None
     when there is nothing to cap or no graph config)."""
-    cfg = _graph_config()
+    cfg = graph_config()
     if cap is None or cfg is None or not cfg.decode.bs:
         return None
     original = list(cfg.decode.bs)
@@ -88,7 +90,7 @@ def cap_startup_sizes(cap: Optional[int]) -> Optional[List[int]]:
     return original
 
 
-def _graph_config():
+def graph_config():
     try:
         from sglang.srt.runtime_context import get_exec
 
@@ -103,7 +105,7 @@ def _capture_sizes(sizes):
     ``--enable-torch-compile`` every extra width would compile every batch size again)."""
     from sglang.srt.runtime_context import get_exec
 
-    cfg = _graph_config()
+    cfg = graph_config()
     saved = list(cfg.decode.bs)
     cfg.decode.bs = list(sizes)
     graph = get_exec().graph
@@ -142,7 +144,6 @@ class WidthGraphs:
     def build(self, plan, sizes: Sequence[int], full_width: int, memory_report: dict) -> None:
         """Capture the sets of ``plan`` (:func:`plan_sets`); ``sizes``: the capture list SGLang
         started from; ``memory_report``: the worker's ``_additional_graph_memory_usage``."""
-        from sglang.srt.model_executor.runner.decode_cuda_graph_runner import DecodeCudaGraphRunner
         from sglang.srt.utils import get_available_gpu_memory
 
         mr = self.model_runner
@@ -163,7 +164,7 @@ class WidthGraphs:
                 backend = self._new_backend(width)
                 self.share_kv_indices(backend, tokens)
                 with _capture_sizes(bs), self._building(backend):
-                    cls = PlainDecodeRunner() if mode == DECODE else DecodeCudaGraphRunner
+                    cls = PlainDecodeRunner if mode == DECODE else DecodeCudaGraphRunner
                     runner = cls(mr, attn_backend=backend, speculative_num_draft_tokens=width)
             except Exception as e:  # keep serving: this width runs eagerly
                 logger.warning("MTP: %s graphs at width %d failed (%s: %s); that width runs eagerly",
@@ -247,19 +248,8 @@ def _sizes_text(bs) -> str:
     return f"{bs[0]}..{bs[-1]} ({len(bs)})" if len(bs) > 3 else str(bs)
 
 
-_PLAIN_RUNNER = None
-
-
-def PlainDecodeRunner():
+class PlainDecodeRunner(DecodeCudaGraphRunner):
     """SGLang's decode graph runner pinned to ForwardMode.DECODE (SGLang switches every runner
     of a speculative server to TARGET_VERIFY): the graphs of all-plain batches."""
-    global _PLAIN_RUNNER
-    if _PLAIN_RUNNER is None:
-        from sglang.srt.model_executor.forward_batch_info import ForwardMode
-        from sglang.srt.model_executor.runner.decode_cuda_graph_runner import DecodeCudaGraphRunner
 
-        class _PlainDecodeRunner(DecodeCudaGraphRunner):
-            capture_forward_mode = property(lambda self: ForwardMode.DECODE, lambda self, value: None)
-
-        _PLAIN_RUNNER = _PlainDecodeRunner
-    return _PLAIN_RUNNER
+    capture_forward_mode = property(lambda self: ForwardMode.DECODE, lambda self, value: None)

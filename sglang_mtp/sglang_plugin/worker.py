@@ -42,7 +42,7 @@ from sglang.srt.speculative.base_spec_worker import BaseSpecWorker
 
 from sglang_mtp import ops
 from sglang_mtp.sampling import RowSampling
-from sglang_mtp.step import sample_tokens
+from sglang_mtp.step import block_args, sample_tokens, strategy_tensors
 from sglang_mtp.strategy import MAX_K
 from sglang_mtp.width import AutoWidthPolicy, step_cap
 
@@ -111,7 +111,7 @@ class MTPWorker(BaseSpecWorker):
 
     def init_cuda_graphs(self):
         """Runs after SGLang's capture: graph sets for the narrower widths and plain batches."""
-        cfg = width_graphs._graph_config()
+        cfg = width_graphs.graph_config()
         shared = getattr(self.model_runner, "graph_shared_output", None)
         if not str(self.device).startswith("cuda") or cfg is None or not cfg.decode.bs or shared is None:
             return
@@ -215,15 +215,14 @@ class MTPWorker(BaseSpecWorker):
     def _scan_blocks(self, batch, plans, box, blocks, cap):
         """The scan of the first blocks that rode the prefill (the reference decoder's first
         pass: last prompt row + mask rows, ``box["K"]`` rows per request). Blocks start at the
-        last prompt row; verify blocks are that one row (their mask rows are drafts)."""
+        last prompt row (``step.block_args`` with that one pending token); verify blocks are
+        that one row (their mask rows are drafts)."""
         sel, K, dev = box["sel"], box["K"], self.device
         picked = [plans[i] for i in sel]
-        verify = [p.strategy.is_verify for p in picked]
-        starts = torch.arange(0, len(sel) * K, K, dtype=torch.int32).to(dev, non_blocking=True)
-        length = torch.tensor([1 if v else blocks[i] for v, i in zip(verify, sel)], dtype=torch.int32).to(
-            dev, non_blocking=True)
-        tau = torch.tensor([0.0 if v else p.strategy.scan_threshold for v, p in zip(verify, picked)],
-                           dtype=torch.float32).to(dev, non_blocking=True)
+        k = torch.tensor([blocks[i] for i in sel], dtype=torch.int32).to(dev, non_blocking=True)
+        _, thr, ver = strategy_tensors([p.strategy for p in picked], dev)
+        one = torch.ones_like(k)
+        starts, length, tau = block_args(one, torch.zeros_like(k), k, thr, ver, K)  # pending = [x_{P-1}]
         sel_t = torch.tensor(sel, dtype=torch.int64).to(dev, non_blocking=True)
         logits = box["logits"].to(dev).contiguous()
         if any(p.sampling is not None for p in picked):
@@ -234,7 +233,7 @@ class MTPWorker(BaseSpecWorker):
             tokens, _, accept_len = ops.confidence_scan(logits, starts, length, tau, None, self.mask_id)
         return {"sel": sel_t, "sel_host": np.asarray(sel), "K": K, "row0": starts.long(), "tokens": tokens,
                 "accept_len": accept_len, "cap": cap, "blocks": [blocks[i] for i in sel],
-                "lossy": [not v for v in verify]}
+                "lossy": [not p.strategy.is_verify for p in picked]}
 
     def _settle(self):
         """Write the state of the requests admitted by earlier prefills (:meth:`_admit`)."""
