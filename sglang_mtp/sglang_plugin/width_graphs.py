@@ -141,9 +141,9 @@ class WidthGraphs:
         finally:
             mr.decode_cuda_graph_runner, mr.attn_backend = saved
 
-    def build(self, plan, sizes: Sequence[int], full_width: int, memory_report: dict) -> None:
-        """Capture the sets of ``plan`` (:func:`plan_sets`); ``sizes``: the capture list SGLang
-        started from; ``memory_report``: the worker's ``_additional_graph_memory_usage``."""
+    def build(self, plan, full_width: int, memory_report: dict) -> None:
+        """Capture the sets of ``plan`` (:func:`plan_sets`); ``memory_report``: the worker's
+        ``_additional_graph_memory_usage``."""
         from sglang.srt.utils import get_available_gpu_memory
 
         mr = self.model_runner

@@ -119,7 +119,7 @@ class MTPWorker(BaseSpecWorker):
         adaptive = self.narrow() and (self.policy.adaptive or self.calibrating)
         plan = width_graphs.plan_sets(self.policy.widths, self.width, self.policy.budget, shared.max_rows, sizes,
                                       adaptive)
-        self.graphs.build(plan, sizes, self.width, self._additional_graph_memory_usage)
+        self.graphs.build(plan, self.width, self._additional_graph_memory_usage)
         logger.info("MTP graph memory per width: %s", self.graphs.describe())
 
     def forward_batch_generation(self, batch, on_publish=None, pp_proxy_tensors=None, **kwargs):
