@@ -137,3 +137,48 @@ def test_extra_captures_set_their_sizes_without_torch_compile_and_restore(monkey
     assert seen == [([1, 2], 0)]
     assert graph.cuda_graph_config.decode.bs == [1, 2, 4, 8] and graph.torch_compile_max_bs == 32
     assert wg.cap_startup_sizes(4) == [1, 2, 4, 8] and graph.cuda_graph_config.decode.bs == [1, 2, 4]
+
+
+def test_build_captures_each_planned_set_and_survives_a_failed_one(monkeypatch):
+    import contextlib
+
+    import sglang.srt.utils as sglang_utils
+
+    free = iter([80.0, 79.5, 79.5, 79.4, 79.4, 79.4, 79.3])  # GB before / after each set (width 3: before only)
+    monkeypatch.setattr(sglang_utils, "get_available_gpu_memory", lambda device, gpu_id: next(free))
+    captured = []
+
+    class Runner:
+        def __init__(self, mr, attn_backend=None, speculative_num_draft_tokens=None):
+            if speculative_num_draft_tokens == 3:
+                raise RuntimeError("capture failed")
+            captured.append((type(self).__name__, speculative_num_draft_tokens, mr.attn_backend is attn_backend,
+                             list(sizes_now)))
+
+    class Plain(Runner):
+        pass
+
+    sizes_now = []
+
+    @contextlib.contextmanager
+    def capture_sizes(sizes):
+        sizes_now[:] = sizes
+        yield
+
+    monkeypatch.setattr(wg, "DecodeCudaGraphRunner", Runner)
+    monkeypatch.setattr(wg, "PlainDecodeRunner", Plain)
+    monkeypatch.setattr(wg, "_capture_sizes", capture_sizes)
+    monkeypatch.setattr(wg.WidthGraphs, "_new_backend", lambda self, width: SimpleNamespace(width=width))
+    base = Runner.__new__(Runner)
+    mr = SimpleNamespace(decode_cuda_graph_runner=base, attn_backend="base backend", lora_manager=None,
+                         device="cuda", gpu_id=0)
+    graphs, report = wg.WidthGraphs(mr), {}
+    plan = wg.plan_sets((1, 3, 7, 11), 11, 512, rows=506, sizes=SGLANG_SIZES, adaptive=True)
+    graphs.build(plan, 11, report)
+    assert [(c[0], c[1]) for c in captured] == [("Runner", 7), ("Runner", 1), ("Plain", 1)]
+    assert all(c[2] for c in captured)  # each captured with its own backend bound to the model runner
+    assert captured[0][3][-1] == 506 // 7
+    assert set(graphs.sets) == {("verify", 11), ("verify", 7), ("verify", 1), ("decode", 1)}  # width 3 eager
+    assert mr.attn_backend == "base backend" and mr.decode_cuda_graph_runner is base
+    assert report["target_verify"] == pytest.approx(0.5 + 0.0) and report["decode"] == pytest.approx(0.1)
+    assert graphs.memory_gb[("verify", 7)] == pytest.approx(0.5)
