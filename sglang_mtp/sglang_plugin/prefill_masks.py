@@ -30,6 +30,8 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from .patching import overriding
+
 
 def mask_counts(batch, blocks: List[int], allocator, page_size: int, columns: int) -> Optional[List[int]]:
     """Masks to append per request (block - 1; 0 = none), or None when the batch keeps the
@@ -71,8 +73,7 @@ def masked_extend(batch, counts, mask_id: int, req_to_token, allocator):
         for i, (n, m) in enumerate(zip(lens, counts)):
             pieces_ids.append(batch.input_ids[offset:offset + n])
             pieces_loc.append(batch.out_cache_loc[offset:offset + n])
-            new_offset = offset + n + sum(counts[:i])
-            last_rows.append(new_offset - 1)
+            last_rows.append(offset + taken + n - 1)  # taken: the masks placed before request i
             if m:
                 mine = slots[taken:taken + m]
                 pieces_ids.append(torch.full((m,), mask_id, dtype=batch.input_ids.dtype, device=dev))
@@ -116,7 +117,6 @@ def capture_block_logits(model, rows_box: dict):
     them (data-parallel attention gathers rows across ranks) they get a call of their own."""
     lp = model.logits_processor
     original, original_get = lp.forward, lp._get_logits
-    own, own_get = "forward" in vars(lp), "_get_logits" in vars(lp)
 
     def forward(input_ids, hidden_states, lm_head, logits_metadata, *args, **kwargs):
         extra = {"states": hidden_states[rows_box["rows"].to(hidden_states.device)]}
@@ -131,14 +131,8 @@ def capture_block_logits(model, rows_box: dict):
             rows_box["logits"] = both[states.shape[0]:]
             return both[:states.shape[0]]
 
-        lp._get_logits = get_logits
-        try:
+        with overriding(lp, "_get_logits", get_logits):
             out = original(input_ids, hidden_states, lm_head, logits_metadata, *args, **kwargs)
-        finally:
-            if own_get:
-                lp._get_logits = original_get
-            else:
-                del lp._get_logits
         if "states" in extra:  # the processor's call did not take them
             from sglang.srt.layers.logits_processor import LogitsMetadata
 
@@ -148,11 +142,5 @@ def capture_block_logits(model, rows_box: dict):
             rows_box["logits"] = original_get(extra["states"], lm_head, meta, use_logits_buffer=False)
         return out
 
-    lp.forward = forward
-    try:
+    with overriding(lp, "forward", forward):
         yield rows_box
-    finally:
-        if own:
-            lp.forward = original
-        else:
-            del lp.forward

@@ -40,6 +40,8 @@ import torch
 from sglang.srt.model_executor.forward_batch_info import ForwardMode
 from sglang.srt.model_executor.runner.decode_cuda_graph_runner import DecodeCudaGraphRunner
 
+from .patching import overriding
+
 logger = logging.getLogger(__name__)
 
 VERIFY, DECODE = "verify", "decode"
@@ -134,12 +136,8 @@ class WidthGraphs:
             yield
             return
         mr = self.model_runner
-        saved = (mr.decode_cuda_graph_runner, mr.attn_backend)
-        mr.decode_cuda_graph_runner, mr.attn_backend = entry
-        try:
+        with overriding(mr, "decode_cuda_graph_runner", entry[0]), overriding(mr, "attn_backend", entry[1]):
             yield
-        finally:
-            mr.decode_cuda_graph_runner, mr.attn_backend = saved
 
     def build(self, plan, full_width: int, memory_report: dict) -> None:
         """Capture the sets of ``plan`` (:func:`plan_sets`); ``memory_report``: the worker's
@@ -163,7 +161,7 @@ class WidthGraphs:
             try:
                 backend = self._new_backend(width)
                 self.share_kv_indices(backend, tokens)
-                with _capture_sizes(bs), self._building(backend):
+                with _capture_sizes(bs), overriding(mr, "attn_backend", backend):
                     cls = PlainDecodeRunner if mode == DECODE else DecodeCudaGraphRunner
                     runner = cls(mr, attn_backend=backend, speculative_num_draft_tokens=width)
             except Exception as e:  # keep serving: this width runs eagerly
@@ -215,16 +213,6 @@ class WidthGraphs:
             return original(max_bs, max_num_tokens, kv_indices_buf=kv_indices_buf)
 
         backend.init_cuda_graph_state = init_cuda_graph_state
-
-    @contextlib.contextmanager
-    def _building(self, backend):
-        mr = self.model_runner
-        saved = mr.attn_backend
-        mr.attn_backend = backend
-        try:
-            yield
-        finally:
-            mr.attn_backend = saved
 
     def describe(self) -> str:
         return ", ".join(f"{m} w{w}: {gb:.2f} GB" for (m, w), gb in sorted(self.memory_gb.items())) or "none"

@@ -50,6 +50,7 @@ from . import calibrate, plain, prefill_masks, width_graphs
 from .rank_sync import sync_from_rank0, tp_broadcast
 from .flags import MTPConfig, check_cuda_kernels, check_mask_in_vocab, resolve_mask_token_id
 from .params import request_strategy
+from .patching import overriding
 from .spec_input import MTPRelay, MTPVerifyInput
 from .state import GREEDY, MTPState
 
@@ -414,20 +415,13 @@ def _sizes_verify_from_batch(model_runner) -> bool:
 def _raw_logits(model_runner):
     """Keep a copy of the logits SGLang's sampler is about to overwrite (``box["logits"]``)."""
     box, original = {}, model_runner.sample
-    own = "sample" in vars(model_runner)
 
     def sample(logits_output, forward_batch, *args, **kwargs):
         box["logits"] = logits_output.next_token_logits.clone()
         return original(logits_output, forward_batch, *args, **kwargs)
 
-    model_runner.sample = sample
-    try:
+    with overriding(model_runner, "sample", sample):
         yield box
-    finally:
-        if own:
-            model_runner.sample = original
-        else:
-            del model_runner.sample
 
 
 # Tests set this (tests/sglang/live_server.child_env): every decode step checks that the host
