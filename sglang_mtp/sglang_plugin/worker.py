@@ -172,19 +172,27 @@ class MTPWorker(BaseSpecWorker):
 
     def _admit(self, batch, result, plans, raw_logits, box, blocks, cap):
         """The prefill's first token of each request: the argmax with <MTP> suppressed, or
-        (MTP sampling) the sample of position P, the same draw as the reference decoder's;
-        for requests whose masks rode the prefill (``box``), row 0 of their block scan. The
-        requests' state is written at the start of the next forward (:meth:`_settle`), so the
-        first token is not kept waiting for it: only what the first tokens need runs here."""
-        bs = len(batch.reqs)
-        scan = self._scan_blocks(batch, plans, box, blocks, cap) if box is not None else None
-        if scan is not None and len(scan["sel_host"]) == bs:  # every request's t1 is its block's row 0
-            first = scan["tokens"][scan["row0"]]
-        else:
-            first = self._first_tokens(batch, result, plans, raw_logits)
-            if scan is not None:
-                first = first.index_copy(0, scan["sel"], scan["tokens"][scan["row0"]])
-        sync_from_rank0([first] + ([scan["tokens"], scan["accept_len"]] if scan is not None else []), self.broadcast)
+        (MTP sampling) the sample of position P, the same draw as the reference decoder's.
+        For requests whose masks rode the prefill (``box``) that row is their block's row 0
+        (the last prompt row; SGLang's own last row is their last mask). Only the first
+        tokens are computed here; the requests' state and the scan of their first blocks wait
+        for the start of the next forward (:meth:`_settle`), so t1 is not kept waiting."""
+        logits = raw_logits if raw_logits is not None else result.logits_output.next_token_logits
+        job = None
+        if box is not None:
+            sel, K = box["sel"], box["K"]
+            row0 = box["logits"].to(logits.device).view(len(sel), K, -1)[:, 0]
+            everyone = len(sel) == len(batch.reqs)
+            sel_t = None if everyone else torch.tensor(sel, dtype=torch.int64).to(self.device, non_blocking=True)
+            logits = row0 if everyone else logits.index_copy(0, sel_t.to(logits.device), row0.to(logits.dtype))
+            picked = [plans[i] for i in sel]
+            positions = None  # sampling only: the prompt lengths (row 0 predicts position P)
+            if any(p.sampling is not None for p in picked):
+                positions = batch.seq_lens.long() if everyone else batch.seq_lens.long()[sel_t]
+            job = {"sel": sel, "K": K, "logits": box["logits"], "plans": picked, "blocks": [blocks[i] for i in sel],
+                   "cap": cap, "positions": positions}
+        first = self._first_tokens(batch, result, plans, logits.contiguous(), raw_logits is not None)
+        sync_from_rank0([first], self.broadcast)
         masked = set(box["sel"]) if box is not None else set()
         if any(p.strategy.k > 1 for i, p in enumerate(plans) if i not in masked):  # an old first step re-feeds it
             ends = torch.from_numpy(np.cumsum(batch.extend_lens) - 1).to(self.device, non_blocking=True)
@@ -192,58 +200,58 @@ class MTPWorker(BaseSpecWorker):
         else:
             last_prompt = first  # unused: every MTP request's first step was its prefill
         self._admissions.append((batch.req_pool_indices.clone(), _host_rows(batch).copy(), plans, last_prompt, first,
-                                 scan))
+                                 job))
         result.next_token_ids = first
 
-    def _first_tokens(self, batch, result, plans, raw_logits):
-        """t1 of every request from SGLang's last-row logits (sampler fallbacks keep SGLang's
-        sample)."""
+    def _first_tokens(self, batch, result, plans, logits, sampling):
+        """t1 of every request from ``logits`` [bs, V] (its row predicting position P;
+        ``sampling``: raw logits, some request samples); sampler fallbacks keep SGLang's
+        sample."""
         bs = len(batch.reqs)
         rows = torch.arange(bs, dtype=torch.int32, device=self.device)
         ones, zeros = torch.ones_like(rows), torch.zeros(bs, dtype=torch.float32, device=self.device)
-        if raw_logits is None:
-            logits = result.logits_output.next_token_logits  # [bs, V]
-            tokens, _, _ = ops.confidence_scan(logits.contiguous(), rows, ones, zeros, None, self.mask_id)
+        if not sampling:
+            tokens, _, _ = ops.confidence_scan(logits, rows, ones, zeros, None, self.mask_id)
         else:
             rs = RowSampling.build([p.sampling or GREEDY for p in plans], [p.seed for p in plans], self.device)
-            tokens, _ = sample_tokens(raw_logits.contiguous(), rows, ones, zeros, None, self.mask_id, rs,
-                                      batch.seq_lens, 1)
+            tokens, _ = sample_tokens(logits, rows, ones, zeros, None, self.mask_id, rs, batch.seq_lens, 1)
         if not any(p.fallback for p in plans):
             return tokens
         sampled = torch.tensor([p.fallback for p in plans], dtype=torch.bool).to(self.device, non_blocking=True)
         return torch.where(sampled, result.next_token_ids.to(torch.int64), tokens)
 
-    def _scan_blocks(self, batch, plans, box, blocks, cap):
+    def _scan_blocks(self, job):
         """The scan of the first blocks that rode the prefill (the reference decoder's first
-        pass: last prompt row + mask rows, ``box["K"]`` rows per request). Blocks start at the
+        pass: last prompt row + mask rows, ``job["K"]`` rows per request). Blocks start at the
         last prompt row (``step.block_args`` with that one pending token); verify blocks are
-        that one row (their mask rows are drafts)."""
-        sel, K, dev = box["sel"], box["K"], self.device
-        picked = [plans[i] for i in sel]
-        k = torch.tensor([blocks[i] for i in sel], dtype=torch.int32).to(dev, non_blocking=True)
+        that one row (their mask rows are drafts). Row 0's token is the t1 :meth:`_admit`
+        emitted: the same scan of the same row."""
+        picked, K, dev = job["plans"], job["K"], self.device
+        k = torch.tensor(job["blocks"], dtype=torch.int32).to(dev, non_blocking=True)
         _, thr, ver = strategy_tensors([p.strategy for p in picked], dev)
         one = torch.ones_like(k)
         starts, length, tau = block_args(one, torch.zeros_like(k), k, thr, ver, K)  # pending = [x_{P-1}]
-        sel_t = torch.tensor(sel, dtype=torch.int64).to(dev, non_blocking=True)
-        logits = box["logits"].to(dev).contiguous()
-        if any(p.sampling is not None for p in picked):
+        logits = job["logits"].to(dev).contiguous()
+        if job["positions"] is not None:
             rs = RowSampling.build([p.sampling or GREEDY for p in picked], [p.seed for p in picked], dev)
             tokens, accept_len = sample_tokens(logits, starts, length, tau, None, self.mask_id, rs,
-                                               batch.seq_lens.to(dev)[sel_t].long(), K)
+                                               job["positions"].to(dev), K)
         else:
             tokens, _, accept_len = ops.confidence_scan(logits, starts, length, tau, None, self.mask_id)
-        return {"sel": sel_t, "sel_host": np.asarray(sel), "K": K, "row0": starts.long(), "tokens": tokens,
-                "accept_len": accept_len, "cap": cap, "blocks": [blocks[i] for i in sel],
-                "lossy": [not p.strategy.is_verify for p in picked]}
+        sync_from_rank0([tokens, accept_len], self.broadcast)
+        return {"sel": torch.tensor(job["sel"], dtype=torch.int64).to(dev, non_blocking=True),
+                "sel_host": np.asarray(job["sel"]), "K": K, "tokens": tokens, "accept_len": accept_len,
+                "cap": job["cap"], "blocks": job["blocks"], "lossy": [not p.strategy.is_verify for p in picked]}
 
     def _settle(self):
-        """Write the state of the requests admitted by earlier prefills (:meth:`_admit`)."""
+        """Write the state of the requests admitted by earlier prefills (:meth:`_admit`) and
+        start the blocks that rode their prefill."""
         while self._admissions:
-            rows, idx, plans, last_prompt, first, scan = self._admissions.popleft()
+            rows, idx, plans, last_prompt, first, job = self._admissions.popleft()
             strategies, sampled, samplings, seeds = zip(*plans)
             self.state.admit(rows, idx, strategies, sampled, last_prompt, first, samplings, seeds)
-            if scan is not None:
-                self._start_blocks(rows, idx, scan)
+            if job is not None:
+                self._start_blocks(rows, idx, self._scan_blocks(job))
 
     def _start_blocks(self, rows, idx, scan):
         """Requests whose first block rode the prefill: their first step is the prefill's,
