@@ -4,18 +4,25 @@ Runs once, at the server's first decode step, on dummy TARGET_VERIFY forwards bu
 step's batch: its requests repeated up to each batch size (their committed KV is only read),
 every query a ``<MTP>`` token, and every KV write sent to slot 0, SGLang's padding slot. No
 request state changes. The timings feed :class:`sglang_mtp.width.AutoWidthPolicy`.
+
+Under tensor parallelism every rank must run the same dummy forwards (each one holds
+collectives) and then pick the same widths (a width is a forward shape), but each rank times
+its own forwards. So rank 0's timings win: each batch size's row is broadcast from rank 0
+(:mod:`.rank_sync`) before it decides whether to measure a larger batch.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import math
 import statistics
 import time
 
 import torch
 from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
+from .rank_sync import sync_from_rank0
 from .spec_input import MTPVerifyInput
 from .width_graphs import VERIFY
 
@@ -32,13 +39,13 @@ def batch_sizes(max_batch: int):
 
 
 def measure(worker, template, widths, max_batch: int, reps: int = 3, max_tokens: int = 4096,
-            max_seconds: float = 0.25):
+            max_seconds: float = 0.25, broadcast=None):
     """costs[b][w]: median seconds of a width-``w`` forward of ``b`` requests.
 
     Bounded so that start-up stays short on a slow device: forwards of more than
     ``max_tokens`` query tokens are not run (infinite cost: never chosen), and no larger batch
     is measured once a width-1 forward takes ``max_seconds`` (larger batches then use the
-    largest measured one's choice)."""
+    largest measured one's choice). ``broadcast``: the worker's rank-0 broadcast under TP."""
     costs = {}
     sync = torch.cuda.synchronize if str(worker.device).startswith("cuda") else (lambda: None)
     for b in batch_sizes(max_batch):
@@ -59,9 +66,21 @@ def measure(worker, template, widths, max_batch: int, reps: int = 3, max_tokens:
                     sync()
                     times.append(time.perf_counter() - t0)
             costs[b][w] = statistics.median(times)
+        costs[b] = from_rank0(costs[b], widths, broadcast, worker.device)
         if costs[b][1] > max_seconds:
             break
     return costs
+
+
+def from_rank0(row, widths, broadcast, device):
+    """Rank 0's ``row`` ({width: seconds}) on every rank (whole nanoseconds; -1 stands for
+    an infinite cost); ``row`` itself with a single rank."""
+    if broadcast is None:
+        return row
+    ns = torch.tensor([-1 if math.isinf(row[w]) else round(row[w] * 1e9) for w in widths], dtype=torch.int64,
+                      device=device)
+    sync_from_rank0([ns], broadcast)
+    return {w: float("inf") if n < 0 else n / 1e9 for w, n in zip(widths, ns.tolist())}
 
 
 def _dummy(worker, template, B: int, W: int):

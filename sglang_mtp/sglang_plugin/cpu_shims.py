@@ -18,7 +18,10 @@ TARGETS = {
     "kv_copy": "sglang.srt.mem_cache.memory_pool.MHATokenToKVPool._init_kv_copy_and_warmup",
     "assign": "sglang.srt.mem_cache.allocation.assign_req_to_token_pool_func",
     "verify_attn": "sglang.srt.layers.attention.torch_native_backend.TorchNativeAttnBackend.forward_extend",
+    "tp_group": "sglang.srt.distributed.parallel_state.GroupCoordinator.__init__",
 }
+# GroupCoordinator's device communicators: CUDA-only (NCCL, custom all-reduce, ...).
+GPU_COMMUNICATORS = ("use_pynccl", "use_mscclpp", "use_custom_allreduce", "use_torch_symm_mem_all_reduce")
 
 
 def on_cpu() -> bool:
@@ -34,7 +37,8 @@ def register() -> list:
     _stub_vllm_custom_ops()
     HookRegistry.register(TARGETS["kv_copy"], _skip_kv_copy_warmup, HookType.REPLACE)
     HookRegistry.register(TARGETS["assign"], _assign_req_to_token_pool_torch, HookType.REPLACE)
-    return targets + [TARGETS["kv_copy"], TARGETS["assign"]]
+    HookRegistry.register(TARGETS["tp_group"], _gloo_group_without_gpu_communicators, HookType.AROUND)
+    return targets + [TARGETS["kv_copy"], TARGETS["assign"], TARGETS["tp_group"]]
 
 
 def _stub_vllm_custom_ops() -> None:
@@ -80,6 +84,17 @@ def _assign_req_to_token_pool_torch(req_pool_indices, req_to_token, start_offset
         n = e - s
         req_to_token[row, s:e] = out_cache_loc[offset:offset + n].to(req_to_token.dtype)
         offset += n
+
+
+def _gloo_group_without_gpu_communicators(original, self, *args, **kwargs):
+    # Why: with --tp N on a CPU SGLang (without its CPU engine, whose sgl_kernel build PyPI
+    # does not ship) builds the tensor-parallel group with a PyNccl communicator, which
+    # fails with "Expected a cuda device, but got: cpu". Without the GPU communicators the
+    # group's collectives run on its gloo process group. Lets the MTP worker's rank-0
+    # broadcast be tested on two CPU ranks (tests/sglang/test_engine_tp.py).
+    if str(kwargs.get("torch_distributed_backend", "")) == "gloo":
+        kwargs.update({name: False for name in GPU_COMMUNICATORS if name in kwargs})
+    return original(self, *args, **kwargs)
 
 
 def _verify_attention_around(original, self, q, k, v, layer, forward_batch, save_kv_cache=True):

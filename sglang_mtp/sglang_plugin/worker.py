@@ -343,7 +343,8 @@ class MTPWorker(BaseSpecWorker):
         """``--mtp-token-budget auto``: time dummy forwards shaped like ``batch`` once."""
         self.calibrating = False
         limit = getattr(self.server_args, "max_running_requests", None) or 256
-        costs = calibrate.measure(self, batch, self.policy.widths, min(int(limit), 256))
+        costs = calibrate.measure(self, batch, self.policy.widths, min(int(limit), 256),
+                                  broadcast=self.broadcast)
         self.policy = AutoWidthPolicy(self.config.k_max, costs)
         logger.info("MTP width policy %s", self.policy.describe())
 

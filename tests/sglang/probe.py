@@ -19,7 +19,7 @@ def register():
 
     def record(result, checker, *args, **kwargs):
         has_leak, messages = result
-        tmp = path + ".tmp"
+        tmp = f"{path}.{os.getpid()}.tmp"  # per process: every TP rank records its own pool
         with open(tmp, "w") as f:
             json.dump({"leak": bool(has_leak), "messages": [m for m in messages if m]}, f)
         os.replace(tmp, path)
