@@ -186,9 +186,9 @@ class MTPWorker(BaseSpecWorker):
             sel_t = None if everyone else torch.tensor(sel, dtype=torch.int64).to(self.device, non_blocking=True)
             logits = row0 if everyone else logits.index_copy(0, sel_t.to(logits.device), row0.to(logits.dtype))
             picked = [plans[i] for i in sel]
-            positions = None  # sampling only: the prompt lengths (row 0 predicts position P)
-            if any(p.sampling is not None for p in picked):
-                positions = batch.seq_lens.long() if everyone else batch.seq_lens.long()[sel_t]
+            positions = None  # sampling only: the prompt lengths (row 0 predicts position P), a copy:
+            if any(p.sampling is not None for p in picked):  # SGLang owns batch.seq_lens after this step
+                positions = (batch.seq_lens if everyone else batch.seq_lens[sel_t]).to(torch.int64, copy=True)
             job = {"sel": sel, "K": K, "logits": box["logits"], "plans": picked, "blocks": [blocks[i] for i in sel],
                    "cap": cap, "positions": positions}
         first = self._first_tokens(batch, result, plans, logits.contiguous(), raw_logits is not None)
