@@ -118,8 +118,7 @@ def test_calibration_under_tp_takes_rank_zeros_timings(monkeypatch):
     def broadcast(t):  # what this rank receives from rank 0
         assert t.dtype == torch.int64
         sent.append(t.tolist())
-        b = len(sent) if len(sent) == 1 else 2
-        t.copy_(torch.tensor([-1 if s < 0 else round(s * 1e9) for s in rank0[b]]))
+        t.copy_(torch.tensor([-1 if s < 0 else round(s * 1e9) for s in rank0[len(sent)]]))  # B = 1, then 2
 
     costs = calibrate.measure(worker, None, (1, 3, 7), 64, reps=1, max_tokens=6, max_seconds=0.25,
                               broadcast=broadcast)

@@ -66,6 +66,12 @@ def run_engine(tmp_path: Path, name: str, model_path, jobs, mtp=None, engine=Non
     return data
 
 
+def output_ids(result):
+    """The token lists of a generate / staggered job's result (fails on a rejected job)."""
+    assert "error" not in result, result
+    return [o["output_ids"] for o in result["outputs"]]
+
+
 def mtp_params(spec):
     """``custom_params`` for a reference strategy spec such as ``"static:4"``."""
     from sglang_mtp.strategy import Strategy

@@ -11,7 +11,7 @@ import pytest
 
 from tests.models import random_prompts, tiny_tokenizer
 from sglang_mtp.decode import generate
-from tests.sglang.harness import build_checkpoint, mtp_params, reference, run_engine
+from tests.sglang.harness import build_checkpoint, mtp_params, output_ids, reference, run_engine
 
 K_MAX = 4
 NEW = 24
@@ -91,13 +91,8 @@ def _params(i, spec):
     return {"mtp": {"k_max": 1}} if i == len(STRATEGIES) - 1 else mtp_params(spec)
 
 
-def _ids(result):
-    assert "error" not in result, result
-    return [o["output_ids"] for o in result["outputs"]]
-
-
 def test_every_strategy_in_one_batch_equals_reference(run):
-    got = _ids(run["res"][1])
+    got = output_ids(run["res"][1])
     for spec, g, r in zip(STRATEGIES, got, run["ref"]):
         assert g == r, f"{spec}: engine {g} != reference {r}"
     # The comparison is meaningful: lossy strategies really diverge from greedy decoding.
@@ -107,17 +102,17 @@ def test_every_strategy_in_one_batch_equals_reference(run):
 
 
 def test_staggered_concurrent_requests_equal_reference(run):
-    assert _ids(run["res"][2]) == run["ref_stagger"]
+    assert output_ids(run["res"][2]) == run["ref_stagger"]
 
 
 def test_stop_token_ends_output_inclusive(run):
-    got = _ids(run["res"][3])[0]
+    got = output_ids(run["res"][3])[0]
     assert got == run["ref_stop"]
     assert got[-1] == run["stop_tok"] and run["stop_tok"] not in got[:-1]
 
 
 def test_max_new_tokens_cuts_output(run):
-    got = _ids(run["res"][4])
+    got = output_ids(run["res"][4])
     assert got == run["ref_budget"]
     assert [len(g) for g in got] == [1, 2, 5]
 
@@ -126,7 +121,7 @@ def test_prefix_cache_never_serves_mask_input_kv(run):
     # Request B's prompt is request A's prompt + A's whole output: with the radix cache on, B
     # reuses A's KV; the tokens A emitted last had mask-input KV in the slots at first. B must
     # equal the reference (which has no cache), and the cache must actually have been used.
-    assert _ids(run["res"][6])[0] == run["ref_a"]
+    assert output_ids(run["res"][6])[0] == run["ref_a"]
     out_b = run["res"][7]["outputs"][0]
     assert out_b["output_ids"] == run["ref_b"]
     # The cache serves exactly A's real-token KV: not one position whose KV came from <MTP>.
@@ -148,14 +143,14 @@ def test_bad_custom_params_rejected_for_that_request(run, job, field):
 
 
 def test_batch_of_plain_requests_equals_reference(run):
-    assert _ids(run["res"][13]) == reference(run["model"], run["prompts"][:3], ["ntp"] * 3, NEW)
+    assert output_ids(run["res"][13]) == reference(run["model"], run["prompts"][:3], ["ntp"] * 3, NEW)
 
 
 def test_blocks_near_the_context_end(run):
     # SGLang itself stops a request a few positions before the context end (its own length
     # cap); up to there the tokens must match, and the last blocks' padding masks lay past
     # the last position (clamped position ids).
-    for got, ref in zip(_ids(run["res"][14]), run["ref_long"]):
+    for got, ref in zip(output_ids(run["res"][14]), run["ref_long"]):
         assert len(got) >= 6 and got == ref[: len(got)]
 
 

@@ -18,7 +18,7 @@ import os
 import pytest
 
 from tests.models import random_prompts
-from tests.sglang.harness import build_checkpoint, mtp_params, reference, run_engine
+from tests.sglang.harness import build_checkpoint, mtp_params, output_ids, reference, run_engine
 
 NEW = 20
 STRATEGIES = ["ntp", "static:3", "conf_adapt:0.5:4", "conf_adapt:0.9:4", "verify:4", "verify:2"]
@@ -61,22 +61,17 @@ def run(tmp_path_factory):
     return dict(res=data["results"], ref=ref, ref_sampled=ref_sampled)
 
 
-def _ids(result):
-    assert "error" not in result, result
-    return [o["output_ids"] for o in result["outputs"]]
-
-
 def test_every_strategy_under_tp2_equals_reference(run):
-    for spec, got, want in zip(STRATEGIES, _ids(run["res"][0]), run["ref"]):
+    for spec, got, want in zip(STRATEGIES, output_ids(run["res"][0]), run["ref"]):
         assert got == want, f"{spec} under tp 2: {got} != reference {want}"
 
 
 def test_staggered_requests_under_tp2_equal_reference(run):
-    assert _ids(run["res"][1]) == run["ref"]
+    assert output_ids(run["res"][1]) == run["ref"]
 
 
 def test_seeded_sampling_and_fallback_under_tp2(run):
-    outs = _ids(run["res"][2])
+    outs = output_ids(run["res"][2])
     assert outs[:len(SAMPLED)] == run["ref_sampled"]
     assert 0 < len(outs[-1]) <= 6
 
@@ -104,6 +99,6 @@ def auto_run(tmp_path_factory):
 
 def test_auto_budget_under_tp2_stays_lossless(auto_run):
     res = auto_run["res"]
-    assert _ids(res[0]) == auto_run["ref"][:1]
-    assert _ids(res[1]) == auto_run["ref"]
+    assert output_ids(res[0]) == auto_run["ref"][:1]
+    assert output_ids(res[1]) == auto_run["ref"]
     assert res[2]["flushed"] and not res[3]["leak"] and res[3]["available"] == res[3]["total"], res[3]
