@@ -35,11 +35,13 @@ class Pool:
 def fake_batch(lens=(3, 2, 4), prefix=(0, 5, 1), **over):
     n = sum(lens)
     seq = [p + e for p, e in zip(prefix, lens)]
-    reqs = [SimpleNamespace(extend_end=s, full_untruncated_fill_ids=list(range(s))) for s in seq]
+    pool_rows = [2, 0, 1]
+    reqs = [SimpleNamespace(extend_end=s, full_untruncated_fill_ids=list(range(s)),
+                            kv=SimpleNamespace(req_pool_idx=r)) for s, r in zip(seq, pool_rows)]
     b = SimpleNamespace(
         reqs=reqs, input_ids=torch.arange(10, 10 + n), out_cache_loc=torch.arange(100, 100 + n),
         extend_lens=list(lens), seq_lens=torch.tensor(seq), seq_lens_cpu=torch.tensor(seq),
-        seq_lens_sum=sum(seq), extend_num_tokens=n, req_pool_indices=torch.tensor([2, 0, 1]),
+        seq_lens_sum=sum(seq), extend_num_tokens=n, req_pool_indices=torch.tensor(pool_rows),
         return_logprob=False, decoding_reqs=None, input_embeds=None, multimodal_inputs=None)
     for k, v in over.items():
         setattr(b, k, v)
@@ -81,6 +83,36 @@ def test_masked_extend_rewrites_one_forward_and_gives_every_slot_back():
     for name, value in before.items():
         assert getattr(batch, name) is value, name
     assert sorted(pool.freed) == [500, 501, 502] and pool.available_size() == 97
+
+
+@pytest.mark.parametrize("counts", [[0, 3, 0], [2, 0, 0], [0, 0, 1]])
+def test_masked_extend_places_masks_between_unmasked_neighbours(counts):
+    batch, pool = fake_batch(), Pool()
+    table = torch.zeros(3, 16, dtype=torch.int32)
+    prompts = [[10, 11, 12], [13, 14], [15, 16, 17, 18]]
+    with prefill_masks.masked_extend(batch, counts, MASK, table, pool) as last_rows:
+        want, rows = [], []
+        for p, m in zip(prompts, counts):
+            want += p
+            rows.append(len(want) - 1)
+            want += [MASK] * m
+        assert batch.input_ids.tolist() == want and last_rows == rows
+        loc = batch.out_cache_loc.tolist()
+        assert sorted(x for x in loc if x >= 500) == list(range(500, 500 + sum(counts)))
+        assert [x for x in loc if x < 500] == list(range(100, 109))  # the prompts' slots keep their order
+        assert batch.seq_lens_sum == 3 + 7 + 5 + sum(counts)
+    assert len(pool.freed) == sum(counts)
+
+
+def test_masked_extend_one_request():
+    batch, pool = fake_batch(lens=(4,), prefix=(2,)), Pool()
+    batch.reqs[0].kv.req_pool_idx, batch.req_pool_indices = 1, torch.tensor([1])
+    table = torch.zeros(3, 16, dtype=torch.int32)
+    with prefill_masks.masked_extend(batch, [3], MASK, table, pool) as last_rows:
+        assert batch.input_ids.tolist() == [10, 11, 12, 13, MASK, MASK, MASK] and last_rows == [3]
+        assert batch.out_cache_loc.tolist() == [100, 101, 102, 103, 500, 501, 502]
+        assert batch.seq_lens.tolist() == [9] and batch.seq_lens_sum == 9
+        assert table[1, 6:9].tolist() == [500, 501, 502]
 
 
 def test_masked_extend_restores_the_batch_when_the_forward_fails():

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 from typing import List, Optional
 
-import numpy as np
 import torch
 
 from .patching import overriding
@@ -57,7 +56,11 @@ def masked_extend(batch, counts, mask_id: int, req_to_token, allocator):
     """Append ``counts[i]`` masks to request i of an EXTEND ``batch`` for one forward.
 
     Yields the flat index of each request's last prompt row in the extended token stream
-    (a list of B ints); everything is restored and the mask slots freed on exit."""
+    (a list of B ints); everything is restored and the mask slots freed on exit.
+
+    This runs on the time-to-first-token path, so it issues few tensor ops: the host does
+    the layout arithmetic, runs of requests without masks stay one slice, and the lengths
+    move by one add each."""
     dev = batch.input_ids.device
     saved = {n: getattr(batch, n) for n in ("input_ids", "out_cache_loc", "extend_lens", "seq_lens", "seq_lens_cpu",
                                             "seq_lens_sum", "extend_num_tokens")}
@@ -66,29 +69,34 @@ def masked_extend(batch, counts, mask_id: int, req_to_token, allocator):
     if slots is None:
         raise RuntimeError("no free KV slots for the prefill masks")  # mask_counts checked the pool
     try:
-        lens = list(batch.extend_lens)
-        pieces_ids, pieces_loc, last_rows, taken, offset = [], [], [], 0, 0
+        ids, loc = batch.input_ids, batch.out_cache_loc
+        slots_loc = slots.to(loc.dtype)
+        masks = torch.full((total,), mask_id, dtype=ids.dtype, device=dev)
+        pieces_ids, pieces_loc, last_rows = [], [], []
+        run, offset, taken = 0, 0, 0  # run: start of the prompt tokens not yet placed
         seqs = batch.seq_lens_cpu.tolist()
-        rows = batch.req_pool_indices
-        for i, (n, m) in enumerate(zip(lens, counts)):
-            pieces_ids.append(batch.input_ids[offset:offset + n])
-            pieces_loc.append(batch.out_cache_loc[offset:offset + n])
-            last_rows.append(offset + taken + n - 1)  # taken: the masks placed before request i
-            if m:
-                mine = slots[taken:taken + m]
-                pieces_ids.append(torch.full((m,), mask_id, dtype=batch.input_ids.dtype, device=dev))
-                pieces_loc.append(mine.to(batch.out_cache_loc.dtype))
-                req_to_token[rows[i], seqs[i]:seqs[i] + m] = mine.to(req_to_token.dtype)
-                taken += m
+        for i, (n, m) in enumerate(zip(batch.extend_lens, counts)):
             offset += n
-        extra = torch.tensor(counts, dtype=batch.seq_lens.dtype)
+            last_rows.append(offset + taken - 1)  # taken: the masks placed before request i
+            if m:
+                whole = run == 0 and offset == ids.shape[0]
+                pieces_ids += [ids if whole else ids[run:offset], masks[taken:taken + m]]
+                pieces_loc += [loc if whole else loc[run:offset], slots_loc[taken:taken + m]]
+                req_to_token[batch.reqs[i].kv.req_pool_idx, seqs[i]:seqs[i] + m] = slots[taken:taken + m].to(
+                    req_to_token.dtype)
+                run, taken = offset, taken + m
+        if run < offset:
+            pieces_ids.append(ids[run:])
+            pieces_loc.append(loc[run:])
+        extra = torch.tensor(counts, dtype=batch.seq_lens_cpu.dtype)
         batch.input_ids = torch.cat(pieces_ids)
         batch.out_cache_loc = torch.cat(pieces_loc)
-        batch.extend_lens = [n + m for n, m in zip(lens, counts)]
+        batch.extend_lens = [n + m for n, m in zip(batch.extend_lens, counts)]
         batch.extend_num_tokens = saved["extend_num_tokens"] + total
-        batch.seq_lens = saved["seq_lens"] + extra.to(saved["seq_lens"].device)
-        batch.seq_lens_cpu = saved["seq_lens_cpu"] + extra.to(saved["seq_lens_cpu"].dtype)
-        batch.seq_lens_sum = int(batch.seq_lens_cpu.sum())
+        batch.seq_lens_cpu = saved["seq_lens_cpu"] + extra
+        batch.seq_lens = saved["seq_lens"] + extra.to(dev, saved["seq_lens"].dtype, non_blocking=True)
+        batch.seq_lens_sum = (saved["seq_lens_sum"] + total if saved["seq_lens_sum"] is not None
+                              else int(batch.seq_lens_cpu.sum()))
         yield last_rows
     finally:
         for name, value in saved.items():
@@ -101,10 +109,9 @@ def block_rows(last_rows, counts) -> dict:
     their blocks (``rows`` int64 [len(sel) * K]: last prompt row, then the mask rows; a shorter
     block repeats its last row, which its scan never reads). Host arithmetic, one tensor."""
     sel = [i for i, m in enumerate(counts) if m]
-    m = np.array([counts[i] for i in sel], dtype=np.int64)
-    K = int(m.max()) + 1
-    rows = np.asarray(last_rows, dtype=np.int64)[sel][:, None] + np.minimum(np.arange(K)[None, :], m[:, None])
-    return {"sel": sel, "K": K, "rows": torch.from_numpy(rows.reshape(-1))}
+    K = max(counts) + 1
+    rows = [last_rows[i] + min(j, counts[i]) for i in sel for j in range(K)]
+    return {"sel": sel, "K": K, "rows": torch.tensor(rows, dtype=torch.int64)}
 
 
 @contextlib.contextmanager

@@ -87,6 +87,7 @@ class MTPWorker(BaseSpecWorker):
         self.mask_index = torch.tensor([self.mask_id], dtype=torch.int64, device=self.device)
         self.state = None
         self._admissions = collections.deque()  # prefills whose state _settle writes next forward
+        self._scan_rows = {}  # batch size -> (rows, ones, zeros) of a one-row-per-request scan
         self.graphs = width_graphs.WidthGraphs(self.model_runner)  # CUDA graphs per width (GPU)
         self._capture_sizes = None  # SGLang's capture list before the token budget capped it
         logger.info("MTP worker: %s, width %d, mask id %d; widths: %s", self.default_strategy, self.width,
@@ -199,17 +200,14 @@ class MTPWorker(BaseSpecWorker):
             last_prompt = batch.input_ids.to(torch.int64)[ends]
         else:
             last_prompt = first  # unused: every MTP request's first step was its prefill
-        self._admissions.append((batch.req_pool_indices.clone(), _host_rows(batch).copy(), plans, last_prompt, first,
-                                 job))
+        self._admissions.append((_host_rows(batch).copy(), plans, last_prompt, first, job))
         result.next_token_ids = first
 
     def _first_tokens(self, batch, result, plans, logits, sampling):
         """t1 of every request from ``logits`` [bs, V] (its row predicting position P;
         ``sampling``: raw logits, some request samples); sampler fallbacks keep SGLang's
         sample."""
-        bs = len(batch.reqs)
-        rows = torch.arange(bs, dtype=torch.int32, device=self.device)
-        ones, zeros = torch.ones_like(rows), torch.zeros(bs, dtype=torch.float32, device=self.device)
+        rows, ones, zeros = self._one_row_blocks(len(batch.reqs))
         if not sampling:
             tokens, _, _ = ops.confidence_scan(logits, rows, ones, zeros, None, self.mask_id)
         else:
@@ -219,6 +217,17 @@ class MTPWorker(BaseSpecWorker):
             return tokens
         sampled = torch.tensor([p.fallback for p in plans], dtype=torch.bool).to(self.device, non_blocking=True)
         return torch.where(sampled, result.next_token_ids.to(torch.int64), tokens)
+
+    def _one_row_blocks(self, bs):
+        """(block starts 0..bs-1, lengths 1, thresholds 0): scan arguments that take each of
+        ``bs`` rows as a block of its own. Cached per batch size: they are on the
+        time-to-first-token path and never written."""
+        blocks = self._scan_rows.get(bs)
+        if blocks is None:
+            rows = torch.arange(bs, dtype=torch.int32, device=self.device)
+            blocks = self._scan_rows[bs] = (rows, torch.ones_like(rows),
+                                            torch.zeros(bs, dtype=torch.float32, device=self.device))
+        return blocks
 
     def _scan_blocks(self, job):
         """The scan of the first blocks that rode the prefill (the reference decoder's first
@@ -247,7 +256,8 @@ class MTPWorker(BaseSpecWorker):
         """Write the state of the requests admitted by earlier prefills (:meth:`_admit`) and
         start the blocks that rode their prefill."""
         while self._admissions:
-            rows, idx, plans, last_prompt, first, job = self._admissions.popleft()
+            idx, plans, last_prompt, first, job = self._admissions.popleft()
+            rows = torch.from_numpy(idx).to(self.device, non_blocking=True)
             strategies, sampled, samplings, seeds = zip(*plans)
             self.state.admit(rows, idx, strategies, sampled, last_prompt, first, samplings, seeds)
             if job is not None:
