@@ -70,7 +70,7 @@ def masked_extend(batch, counts, mask_id: int, req_to_token, allocator):
         raise RuntimeError("no free KV slots for the prefill masks")  # mask_counts checked the pool
     try:
         ids, loc = batch.input_ids, batch.out_cache_loc
-        slots_loc = slots.to(loc.dtype)
+        slots_loc, slots_table = slots.to(loc.dtype), slots.to(req_to_token.dtype)
         masks = torch.full((total,), mask_id, dtype=ids.dtype, device=dev)
         pieces_ids, pieces_loc, last_rows = [], [], []
         run, offset, taken = 0, 0, 0  # run: start of the prompt tokens not yet placed
@@ -82,8 +82,7 @@ def masked_extend(batch, counts, mask_id: int, req_to_token, allocator):
                 whole = run == 0 and offset == ids.shape[0]
                 pieces_ids += [ids if whole else ids[run:offset], masks[taken:taken + m]]
                 pieces_loc += [loc if whole else loc[run:offset], slots_loc[taken:taken + m]]
-                req_to_token[batch.reqs[i].kv.req_pool_idx, seqs[i]:seqs[i] + m] = slots[taken:taken + m].to(
-                    req_to_token.dtype)
+                req_to_token[batch.reqs[i].kv.req_pool_idx, seqs[i]:seqs[i] + m] = slots_table[taken:taken + m]
                 run, taken = offset, taken + m
         if run < offset:
             pieces_ids.append(ids[run:])
