@@ -133,26 +133,52 @@ class _LogitsProcessor:
 
     def forward(self, input_ids, hidden_states, lm_head, logits_metadata):
         last = hidden_states[logits_metadata["last_rows"]]
-        return {"next_token_logits": self._get_logits(last, lm_head, logits_metadata)}
+        return SimpleNamespace(next_token_logits=self._get_logits(last, lm_head, logits_metadata))
 
     def _get_logits(self, hidden_states, lm_head, logits_metadata, embedding_bias=None, use_logits_buffer=True):
         self.calls.append(hidden_states.shape[0])
         return hidden_states @ self.weight.T
 
 
+def _installed(dp_attention=False, mask_id=3):
+    torch.manual_seed(0)
+    weight, hidden = torch.randn(11, 4), torch.randn(12, 4)
+    lp = _LogitsProcessor(weight, dp_attention)
+    return prefill_masks.PrefillLogits(SimpleNamespace(logits_processor=lp), mask_id), lp, weight, hidden
+
+
 @pytest.mark.parametrize("dp_attention", [False, True])
-def test_block_rows_ride_the_processors_lm_head_call(dp_attention, monkeypatch):
+@pytest.mark.parametrize("everyone", [True, False])
+def test_block_rows_ride_the_processors_lm_head_call(dp_attention, everyone, monkeypatch):
     LogitsMetadata = pytest.importorskip("sglang.srt.layers.logits_processor").LogitsMetadata
     monkeypatch.setattr(LogitsMetadata, "from_forward_batch", staticmethod(lambda meta: meta))
-    torch.manual_seed(0)
-    weight, hidden = torch.randn(11, 4), torch.randn(9, 4)
-    lp = _LogitsProcessor(weight, dp_attention)
-    model = SimpleNamespace(logits_processor=lp)
-    box = {"rows": torch.tensor([2, 3, 4, 4, 6, 7, 8, 8])}
-    meta = {"last_rows": torch.tensor([4, 8])}
-    with prefill_masks.capture_block_logits(model, box):
-        out = lp.forward(None, hidden, None, meta)
-    torch.testing.assert_close(out["next_token_logits"], hidden[[4, 8]] @ weight.T)  # SGLang's rows unchanged
+    hook, lp, weight, hidden = _installed(dp_attention)
+    # requests 0 and 2 carry masks (blocks: rows 2-4 and 9-11 with K = 4); in the mixed
+    # batch request 1 (last row 6) has none
+    box = {"rows": torch.tensor([2, 3, 4, 4, 9, 10, 11, 11]), "sel": [0, 2] if not everyone else [0, 1], "K": 4}
+    last = [4, 6, 11] if not everyone else [4, 11]
+    with hook.during(box):
+        out = lp.forward(None, hidden, None, {"last_rows": torch.tensor(last)})
     torch.testing.assert_close(box["logits"], hidden[box["rows"]] @ weight.T)
-    assert lp.calls == ([2, 8] if dp_attention else [2 + 8])  # one lm_head call unless DP attention
-    assert "forward" not in vars(lp) and "_get_logits" not in vars(lp)  # restored
+    # one lm_head call unless DP attention; a masked request's row is then its block's row 0
+    rows = last if dp_attention else ([2, 6, 9] if not everyone else [2, 9])
+    want = hidden[rows] @ weight.T
+    want[:, 3] = float("-inf")  # <MTP> is never t1
+    torch.testing.assert_close(out.next_token_logits, want)
+    if dp_attention:  # the block rows take a call of their own; SGLang's rows stay the last rows
+        assert lp.calls == [len(last), 8] and "row0" not in box
+    else:
+        assert lp.calls == [8 if everyone else 3 + 8] and box["row0"] is True
+
+
+def test_prefill_logits_without_masks_and_outside_prefills():
+    hook, lp, weight, hidden = _installed()
+    meta = {"last_rows": torch.tensor([4, 11])}
+    with hook.during():  # a prefill whose masks did not ride it: its last rows, <MTP> at -inf
+        out = lp.forward(None, hidden, None, meta)
+    want = hidden[[4, 11]] @ weight.T
+    want[:, 3] = float("-inf")
+    torch.testing.assert_close(out.next_token_logits, want)
+    out = lp.forward(None, hidden, None, meta)  # decode steps and everything else: untouched
+    torch.testing.assert_close(out.next_token_logits, hidden[[4, 11]] @ weight.T)
+    assert lp.calls == [2, 2]

@@ -19,7 +19,9 @@ Requests keep the old first-step path (``state.first``) whenever this does not a
 batch asking for logprobs (mask rows would enter the input logprobs), multimodal or embedding
 inputs, mixed decode requests, paged KV (page size > 1), no host copy of the sequence
 lengths, a middle prefill chunk, or no free slots. The logits of the block rows are computed by the model's own logits processor from the
-forward's hidden states (:func:`capture_block_logits`).
+forward's hidden states (:class:`PrefillLogits`), in the same lm_head call that gives
+SGLang's sampler each masked request's row 0, so t1 needs no work of ours when the batch is
+greedy.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from typing import List, Optional
 
 import torch
 
-from .patching import overriding
 
 
 def mask_counts(batch, blocks: List[int], allocator, page_size: int, columns: int) -> Optional[List[int]]:
@@ -59,9 +60,9 @@ def masked_extend(batch, counts, mask_id: int, req_to_token, allocator):
     (a list of B ints); everything is restored and the mask slots freed on exit.
 
     This runs on the time-to-first-token path, so it issues few tensor ops: the host does
-    the layout arithmetic, runs of requests without masks stay one slice, and the lengths
-    move by one add each."""
-    dev = batch.input_ids.device
+    the layout arithmetic, runs of requests without masks stay one slice, the mask ids are
+    a cached tensor, a request holding every mask takes the mask tensors whole, and equal
+    counts move the lengths by a scalar add."""
     saved = {n: getattr(batch, n) for n in ("input_ids", "out_cache_loc", "extend_lens", "seq_lens", "seq_lens_cpu",
                                             "seq_lens_sum", "extend_num_tokens")}
     total = sum(counts)
@@ -70,8 +71,8 @@ def masked_extend(batch, counts, mask_id: int, req_to_token, allocator):
         raise RuntimeError("no free KV slots for the prefill masks")  # mask_counts checked the pool
     try:
         ids, loc = batch.input_ids, batch.out_cache_loc
-        slots_loc, slots_table = slots.to(loc.dtype), slots.to(req_to_token.dtype)
-        masks = torch.full((total,), mask_id, dtype=ids.dtype, device=dev)
+        slots_loc = slots if slots.dtype == loc.dtype else slots.to(loc.dtype)
+        masks = _mask_ids(mask_id, total, ids)
         pieces_ids, pieces_loc, last_rows = [], [], []
         run, offset, taken = 0, 0, 0  # run: start of the prompt tokens not yet placed
         seqs = batch.seq_lens_cpu.tolist()
@@ -79,21 +80,26 @@ def masked_extend(batch, counts, mask_id: int, req_to_token, allocator):
             offset += n
             last_rows.append(offset + taken - 1)  # taken: the masks placed before request i
             if m:
-                whole = run == 0 and offset == ids.shape[0]
-                pieces_ids += [ids if whole else ids[run:offset], masks[taken:taken + m]]
-                pieces_loc += [loc if whole else loc[run:offset], slots_loc[taken:taken + m]]
-                req_to_token[batch.reqs[i].kv.req_pool_idx, seqs[i]:seqs[i] + m] = slots_table[taken:taken + m]
+                whole, every = run == 0 and offset == ids.shape[0], m == total
+                mine = slots_loc if every else slots_loc[taken:taken + m]
+                pieces_ids += [ids if whole else ids[run:offset], masks if every else masks[taken:taken + m]]
+                pieces_loc += [loc if whole else loc[run:offset], mine]
+                req_to_token[batch.reqs[i].kv.req_pool_idx, seqs[i]:seqs[i] + m] = mine  # casts to the table's dtype
                 run, taken = offset, taken + m
         if run < offset:
             pieces_ids.append(ids[run:])
             pieces_loc.append(loc[run:])
-        extra = torch.tensor(counts, dtype=batch.seq_lens_cpu.dtype)
         batch.input_ids = torch.cat(pieces_ids)
         batch.out_cache_loc = torch.cat(pieces_loc)
         batch.extend_lens = [n + m for n, m in zip(batch.extend_lens, counts)]
         batch.extend_num_tokens = saved["extend_num_tokens"] + total
-        batch.seq_lens_cpu = saved["seq_lens_cpu"] + extra
-        batch.seq_lens = saved["seq_lens"] + extra.to(dev, saved["seq_lens"].dtype, non_blocking=True)
+        if min(counts) == max(counts):  # one scalar for every request
+            batch.seq_lens_cpu = saved["seq_lens_cpu"] + counts[0]
+            batch.seq_lens = saved["seq_lens"] + counts[0]
+        else:
+            extra = torch.tensor(counts, dtype=batch.seq_lens_cpu.dtype)
+            batch.seq_lens_cpu = saved["seq_lens_cpu"] + extra
+            batch.seq_lens = saved["seq_lens"] + extra.to(ids.device, saved["seq_lens"].dtype, non_blocking=True)
         batch.seq_lens_sum = (saved["seq_lens_sum"] + total if saved["seq_lens_sum"] is not None
                               else int(batch.seq_lens_cpu.sum()))
         yield last_rows
@@ -101,6 +107,19 @@ def masked_extend(batch, counts, mask_id: int, req_to_token, allocator):
         for name, value in saved.items():
             setattr(batch, name, value)
         allocator.free(slots)
+
+
+_MASK_IDS = {}  # (mask id, dtype, device, length) -> a tensor of that many mask ids; never written
+
+
+def _mask_ids(mask_id: int, length: int, like: torch.Tensor) -> torch.Tensor:
+    key = (mask_id, like.dtype, like.device, length)
+    masks = _MASK_IDS.get(key)
+    if masks is None:
+        if len(_MASK_IDS) >= 64:
+            _MASK_IDS.clear()
+        masks = _MASK_IDS[key] = torch.full((length,), mask_id, dtype=like.dtype, device=like.device)
+    return masks
 
 
 def block_rows(last_rows, counts) -> dict:
@@ -113,40 +132,74 @@ def block_rows(last_rows, counts) -> dict:
     return {"sel": sel, "K": K, "rows": torch.tensor(rows, dtype=torch.int64)}
 
 
-@contextlib.contextmanager
-def capture_block_logits(model, rows_box: dict):
-    """While active, the model's logits processor also computes the logits of the flat
-    hidden-state rows ``rows_box["rows"]`` (int64 [N]) into ``rows_box["logits"]`` [N, V].
+class PrefillLogits:
+    """The model's logits processor during our prefills, installed once per worker.
 
-    The rows ride the processor's own lm_head call (one read of the lm_head weights: on a
-    small model that read is a good part of a short prefill); where that call cannot take
-    them (data-parallel attention gathers rows across ranks) they get a call of their own."""
-    lp = model.logits_processor
-    original, original_get = lp.forward, lp._get_logits
+    Outside a prefill (:meth:`during` not active) the processor runs exactly as before. During
+    one, the processor's rows get ``<MTP>`` at -inf (t1 is never the mask), so in an
+    all-greedy batch SGLang's own argmax is t1; and with ``box`` (the masks rode the prefill,
+    :func:`block_rows`) it also computes the logits of the flat hidden-state rows
+    ``box["rows"]`` (int64 [N], ``box["K"]`` per request of ``box["sel"]``) into
+    ``box["logits"]`` [N, V]. Those rows ride the processor's own lm_head call (one read of
+    the lm_head weights: on a small model that read is a good part of a short prefill), and
+    that call also puts each masked request's block row 0 (its last prompt row, which
+    predicts t1) where the processor would put its last row (a mask row, of no use here):
+    ``box["row0"]`` is then True. Where that call cannot take the rows (data-parallel
+    attention gathers rows across ranks) they get a call of their own and the processor's
+    rows stay its last rows.
 
-    def forward(input_ids, hidden_states, lm_head, logits_metadata, *args, **kwargs):
-        extra = {"states": hidden_states[rows_box["rows"].to(hidden_states.device)]}
+    It is installed once, as instance attributes of the processor, because replacing a
+    module's attributes around every prefill costs tens of microseconds of time to first
+    token on a CPU."""
 
-        def get_logits(states, head, meta, embedding_bias=None, use_logits_buffer=True):
-            mine = extra.pop("states", None)
-            if mine is None or getattr(lp, "do_tensor_parallel_all_gather_dp_attn", False):
-                if mine is not None:
-                    extra["states"] = mine
-                return original_get(states, head, meta, embedding_bias, use_logits_buffer)
-            both = original_get(torch.cat([states, mine.to(states.dtype)]), head, meta, embedding_bias, False)
-            rows_box["logits"] = both[states.shape[0]:]
-            return both[:states.shape[0]]
+    def __init__(self, model, mask_id: int):
+        self.lp, self.mask_id = model.logits_processor, mask_id
+        self._forward, self._get_logits = self.lp.forward, self.lp._get_logits
+        self.active, self.box, self._states = False, None, None
+        self.lp.forward, self.lp._get_logits = self.forward, self.get_logits
 
-        with overriding(lp, "_get_logits", get_logits):
-            out = original(input_ids, hidden_states, lm_head, logits_metadata, *args, **kwargs)
-        if "states" in extra:  # the processor's call did not take them
+    @contextlib.contextmanager
+    def during(self, box: Optional[dict] = None):
+        self.active, self.box = True, box
+        try:
+            yield box
+        finally:
+            self.active, self.box, self._states = False, None, None
+
+    def forward(self, input_ids, hidden_states, lm_head, logits_metadata, *args, **kwargs):
+        if not self.active:
+            return self._forward(input_ids, hidden_states, lm_head, logits_metadata, *args, **kwargs)
+        box = self.box
+        if box is not None:
+            self._states = hidden_states[box["rows"].to(hidden_states.device)]
+        out = self._forward(input_ids, hidden_states, lm_head, logits_metadata, *args, **kwargs)
+        if box is not None and self._states is not None:  # the processor's call did not take them
             from sglang.srt.layers.logits_processor import LogitsMetadata
 
             meta = logits_metadata
             if not isinstance(meta, LogitsMetadata):
                 meta = LogitsMetadata.from_forward_batch(meta)
-            rows_box["logits"] = original_get(extra["states"], lm_head, meta, use_logits_buffer=False)
+            box["logits"] = self._get_logits(self._states, lm_head, meta, use_logits_buffer=False)
+            self._states = None
+        if not (box or {}).get("row0"):
+            out.next_token_logits[:, self.mask_id] = float("-inf")  # t1 is never <MTP>
         return out
 
-    with overriding(lp, "forward", forward):
-        yield rows_box
+    def get_logits(self, states, head, meta, embedding_bias=None, use_logits_buffer=True):
+        mine, box = self._states, self.box
+        if mine is None or getattr(self.lp, "do_tensor_parallel_all_gather_dp_attn", False):
+            return self._get_logits(states, head, meta, embedding_bias, use_logits_buffer)
+        self._states = None
+        sel, K, n = box["sel"], box["K"], states.shape[0]
+        mine = mine.to(states.dtype)
+        if len(sel) == n:  # every request has masks: their rows 0 are the processor's rows
+            box["logits"] = flat = self._get_logits(mine, head, meta, embedding_bias, False)
+            main = flat.view(n, K, -1)[:, 0].clone()
+        else:
+            row0 = mine.view(len(sel), K, -1)[:, 0]
+            states = states.index_copy(0, torch.tensor(sel, device=states.device), row0)
+            both = self._get_logits(torch.cat([states, mine]), head, meta, embedding_bias, False)
+            box["logits"], main = both[n:], both[:n]
+        main[:, self.mask_id] = float("-inf")  # t1 is never <MTP>
+        box["row0"] = True
+        return main

@@ -88,6 +88,9 @@ class MTPWorker(BaseSpecWorker):
         self.state = None
         self._admissions = collections.deque()  # prefills whose state _settle writes next forward
         self._scan_rows = {}  # batch size -> (rows, ones, zeros) of a one-row-per-request scan
+        model = self.model_runner.model  # its logits processor during our prefills (prefill_masks.py)
+        self.prefill_logits = prefill_masks.PrefillLogits(model, self.mask_id) if hasattr(
+            model, "logits_processor") else None
         self.graphs = width_graphs.WidthGraphs(self.model_runner)  # CUDA graphs per width (GPU)
         self._capture_sizes = None  # SGLang's capture list before the token budget capped it
         logger.info("MTP worker: %s, width %d, mask id %d; widths: %s", self.default_strategy, self.width,
@@ -135,7 +138,8 @@ class MTPWorker(BaseSpecWorker):
         plans = [request_strategy(r, self.default_strategy) for r in batch.reqs]
         blocks, cap = self._first_blocks(plans)
         counts = prefill_masks.mask_counts(batch, blocks, self.token_to_kv_pool_allocator, self.page_size,
-                                           self.req_to_token_pool.req_to_token.shape[1]) if blocks else None
+                                           self.req_to_token_pool.req_to_token.shape[1]) if (
+            blocks and self.prefill_logits is not None) else None
         with contextlib.ExitStack() as stack:
             # SGLang's sampler turns the logits into probabilities in place; MTP sampling
             # needs the logits themselves.
@@ -147,11 +151,13 @@ class MTPWorker(BaseSpecWorker):
                     batch, counts, self.mask_id, self.req_to_token_pool.req_to_token,
                     self.token_to_kv_pool_allocator))
                 box = prefill_masks.block_rows(last_rows, counts)
-                stack.enter_context(prefill_masks.capture_block_logits(self.model_runner.model, box))
+            hooked = self.prefill_logits is not None and not batch.return_logprob  # logprobs see every id
+            if hooked:
+                stack.enter_context(self.prefill_logits.during(box))
             result = self._target_worker.forward_batch_generation(batch)
         bs = len(batch.reqs)
         if bs > 0 and result.logits_output is not None and result.next_token_ids is not None:
-            self._admit(batch, result, plans, raw.get("logits"), box, blocks, cap)
+            self._admit(batch, result, plans, raw.get("logits"), box, blocks, cap, hooked)
         new_seq_lens = batch.seq_lens  # the prompt's KV is all committed; a copy would make
         # SGLang's non-overlap scheduler read it back from the device (a sync per prefill)
         if on_publish is not None:
@@ -171,7 +177,7 @@ class MTPWorker(BaseSpecWorker):
         cap = self.policy.cap(len(plans)) if self.narrow() and self.policy.adaptive else MAX_K
         return [1 if p.fallback else step_cap(p.strategy.k, cap, first=True) for p in plans], cap
 
-    def _admit(self, batch, result, plans, raw_logits, box, blocks, cap):
+    def _admit(self, batch, result, plans, raw_logits, box, blocks, cap, hooked):
         """The prefill's first token of each request: the argmax with <MTP> suppressed, or
         (MTP sampling) the sample of position P, the same draw as the reference decoder's.
         For requests whose masks rode the prefill (``box``) that row is their block's row 0
@@ -182,17 +188,19 @@ class MTPWorker(BaseSpecWorker):
         job = None
         if box is not None:
             sel, K = box["sel"], box["K"]
-            row0 = box["logits"].to(logits.device).view(len(sel), K, -1)[:, 0]
             everyone = len(sel) == len(batch.reqs)
             sel_t = None if everyone else torch.tensor(sel, dtype=torch.int64).to(self.device, non_blocking=True)
-            logits = row0 if everyone else logits.index_copy(0, sel_t.to(logits.device), row0.to(logits.dtype))
+            if not box.get("row0"):  # the processor's rows are the last mask rows: take the blocks' rows 0
+                row0 = box["logits"].to(logits.device).view(len(sel), K, -1)[:, 0]
+                logits = row0 if everyone else logits.index_copy(0, sel_t.to(logits.device), row0.to(logits.dtype))
             picked = [plans[i] for i in sel]
             positions = None  # sampling only: the prompt lengths (row 0 predicts position P), a copy:
             if any(p.sampling is not None for p in picked):  # SGLang owns batch.seq_lens after this step
                 positions = (batch.seq_lens if everyone else batch.seq_lens[sel_t]).to(torch.int64, copy=True)
             job = {"sel": sel, "K": K, "logits": box["logits"], "plans": picked, "blocks": [blocks[i] for i in sel],
                    "cap": cap, "positions": positions}
-        first = self._first_tokens(batch, result, plans, logits.contiguous(), raw_logits is not None)
+        given = hooked and (box is None or box.get("row0", False))
+        first = self._first_tokens(batch, result, plans, logits, raw_logits is not None, argmax_given=given)
         sync_from_rank0([first], self.broadcast)
         masked = set(box["sel"]) if box is not None else set()
         if any(p.strategy.k > 1 for i, p in enumerate(plans) if i not in masked):  # an old first step re-feeds it
@@ -203,11 +211,16 @@ class MTPWorker(BaseSpecWorker):
         self._admissions.append((_host_rows(batch).copy(), plans, last_prompt, first, job))
         result.next_token_ids = first
 
-    def _first_tokens(self, batch, result, plans, logits, sampling):
+    def _first_tokens(self, batch, result, plans, logits, sampling, argmax_given=False):
         """t1 of every request from ``logits`` [bs, V] (its row predicting position P;
         ``sampling``: raw logits, some request samples); sampler fallbacks keep SGLang's
-        sample."""
+        sample. ``argmax_given``: those rows, with ``<MTP>`` at -inf, are the ones SGLang's
+        sampler read (prefill_masks.PrefillLogits), so in an all-greedy batch its argmax is
+        t1 (ties go to the lowest id there as in our scan)."""
+        if argmax_given and not sampling and batch.sampling_info.is_all_greedy and not any(p.fallback for p in plans):
+            return result.next_token_ids.to(torch.int64)
         rows, ones, zeros = self._one_row_blocks(len(batch.reqs))
+        logits = logits.contiguous()
         if not sampling:
             tokens, _, _ = ops.confidence_scan(logits, rows, ones, zeros, None, self.mask_id)
         else:
