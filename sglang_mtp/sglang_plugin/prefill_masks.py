@@ -135,7 +135,7 @@ def block_rows(last_rows, counts) -> dict:
 class PrefillLogits:
     """The model's logits processor during our prefills, installed once per worker.
 
-    Outside a prefill (:meth:`during` not active) the processor runs exactly as before. During
+    Outside a prefill (between :meth:`begin` and :meth:`end`, or :meth:`during`) the processor runs exactly as before. During
     one, the processor's rows get ``<MTP>`` at -inf (t1 is never the mask), so in an
     all-greedy batch SGLang's own argmax is t1; and with ``box`` (the masks rode the prefill,
     :func:`block_rows`) it also computes the logits of the flat hidden-state rows
@@ -158,13 +158,20 @@ class PrefillLogits:
         self.active, self.box, self._states = False, None, None
         self.lp.forward, self.lp._get_logits = self.forward, self.get_logits
 
+    def begin(self, box: Optional[dict] = None) -> None:
+        """The next forward is a prefill of ours (``box``: its masks rode it)."""
+        self.active, self.box = True, box
+
+    def end(self) -> None:
+        self.active, self.box, self._states = False, None, None
+
     @contextlib.contextmanager
     def during(self, box: Optional[dict] = None):
-        self.active, self.box = True, box
+        self.begin(box)
         try:
             yield box
         finally:
-            self.active, self.box, self._states = False, None, None
+            self.end()
 
     def forward(self, input_ids, hidden_states, lm_head, logits_metadata, *args, **kwargs):
         if not self.active:

@@ -88,6 +88,7 @@ class MTPWorker(BaseSpecWorker):
         self.state = None
         self._admissions = collections.deque()  # prefills whose state _settle writes next forward
         self._scan_rows = {}  # batch size -> (rows, ones, zeros) of a one-row-per-request scan
+        self._prefill_ones = {}  # batch size -> int32 ones: a prefill's accept lengths
         model = self.model_runner.model  # its logits processor during our prefills (prefill_masks.py)
         self.prefill_logits = prefill_masks.PrefillLogits(model, self.mask_id) if hasattr(
             model, "logits_processor") else None
@@ -140,29 +141,29 @@ class MTPWorker(BaseSpecWorker):
         counts = prefill_masks.mask_counts(batch, blocks, self.token_to_kv_pool_allocator, self.page_size,
                                            self.req_to_token_pool.req_to_token.shape[1]) if (
             blocks and self.prefill_logits is not None) else None
-        with contextlib.ExitStack() as stack:
-            # SGLang's sampler turns the logits into probabilities in place; MTP sampling
-            # needs the logits themselves.
-            raw = stack.enter_context(_raw_logits(self.model_runner)) if any(
-                p.sampling is not None for p in plans) else {}
-            box = None
-            if counts:  # masks ride the prefill (prefill_masks.py)
-                last_rows = stack.enter_context(prefill_masks.masked_extend(
-                    batch, counts, self.mask_id, self.req_to_token_pool.req_to_token,
-                    self.token_to_kv_pool_allocator))
-                box = prefill_masks.block_rows(last_rows, counts)
-            hooked = self.prefill_logits is not None and not batch.return_logprob  # logprobs see every id
+        # SGLang's sampler turns the logits into probabilities in place; MTP sampling needs
+        # the logits themselves. (Plain `with` statements: this is the time-to-first-token path.)
+        sampling = any(p.sampling is not None for p in plans)
+        hooked = self.prefill_logits is not None and not batch.return_logprob  # logprobs see every id
+        with (_raw_logits(self.model_runner) if sampling else _NOTHING) as raw, (prefill_masks.masked_extend(
+                batch, counts, self.mask_id, self.req_to_token_pool.req_to_token, self.token_to_kv_pool_allocator)
+                if counts else _NOTHING) as last_rows:
+            box = prefill_masks.block_rows(last_rows, counts) if counts else None  # masks ride the prefill
             if hooked:
-                stack.enter_context(self.prefill_logits.during(box))
-            result = self._target_worker.forward_batch_generation(batch)
+                self.prefill_logits.begin(box)
+            try:
+                result = self._target_worker.forward_batch_generation(batch)
+            finally:
+                if hooked:
+                    self.prefill_logits.end()
         bs = len(batch.reqs)
         if bs > 0 and result.logits_output is not None and result.next_token_ids is not None:
-            self._admit(batch, result, plans, raw.get("logits"), box, blocks, cap, hooked)
+            self._admit(batch, result, plans, raw.get("logits") if sampling else None, box, blocks, cap, hooked)
         new_seq_lens = batch.seq_lens  # the prompt's KV is all committed; a copy would make
         # SGLang's non-overlap scheduler read it back from the device (a sync per prefill)
         if on_publish is not None:
             on_publish(new_seq_lens)
-        result.accept_lens = torch.ones_like(new_seq_lens, dtype=torch.int32)
+        result.accept_lens = self._ones(len(batch.reqs))  # SGLang only reads it
         result.new_seq_lens = new_seq_lens
         result.next_draft_input = MTPRelay(bonus_tokens=result.next_token_ids, new_seq_lens=new_seq_lens)
         result.speculative_num_draft_tokens = self.width
@@ -230,6 +231,13 @@ class MTPWorker(BaseSpecWorker):
             return tokens
         sampled = torch.tensor([p.fallback for p in plans], dtype=torch.bool).to(self.device, non_blocking=True)
         return torch.where(sampled, result.next_token_ids.to(torch.int64), tokens)
+
+    def _ones(self, bs):
+        """int32 ones [bs] (a prefill's accept lengths), cached per batch size."""
+        ones = self._prefill_ones.get(bs)
+        if ones is None:
+            ones = self._prefill_ones[bs] = torch.ones(bs, dtype=torch.int32, device=self.device)
+        return ones
 
     def _one_row_blocks(self, bs):
         """(block starts 0..bs-1, lengths 1, thresholds 0): scan arguments that take each of
@@ -441,6 +449,9 @@ def _sizes_verify_from_batch(model_runner) -> bool:
                        "decode step runs the full width 2*k_max-1 (no load-adaptive width)", sorted(names))
         return False
     return True
+
+
+_NOTHING = contextlib.nullcontext()
 
 
 @contextlib.contextmanager
