@@ -1,6 +1,6 @@
 """Per-request MTP state owned by the worker, in tensors indexed by ``req_pool_idx``.
 
-SGLang restores the ScheduleBatch after every forward (``_forward_isolation``) and, with
+SGLang restores the ScheduleBatch after every decode forward (``_forward_isolation``) and, with
 overlap scheduling, relays only one bonus token per request between rounds, so nothing of
 ours can live on the batch. A request owns its ``req_pool_idx`` row from its prefill until
 SGLang releases it; :meth:`MTPState.admit` overwrites every field, so rows of finished
