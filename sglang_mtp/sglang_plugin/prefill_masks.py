@@ -18,10 +18,10 @@ Stream order makes the early free safe: a later forward that reuses a slot runs 
 Requests keep the old first-step path (``state.first``) whenever this does not apply: a
 batch asking for logprobs (mask rows would enter the input logprobs), multimodal or embedding
 inputs, mixed decode requests, paged KV (page size > 1), no host copy of the sequence
-lengths, a middle prefill chunk, or no free slots. The logits of the block rows are computed by the model's own logits processor from the
-forward's hidden states (:class:`PrefillLogits`), in the same lm_head call that gives
-SGLang's sampler each masked request's row 0, so t1 needs no work of ours when the batch is
-greedy.
+lengths, a middle prefill chunk, or no free slots. The logits of the block rows are computed
+by the model's own logits processor from the forward's hidden states
+(:class:`PrefillLogits`), in the same lm_head call that gives SGLang's sampler each masked
+request's row 0, so t1 needs no work of ours when the batch is greedy.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import contextlib
 from typing import List, Optional
 
 import torch
-
 
 
 def mask_counts(batch, blocks: List[int], allocator, page_size: int, columns: int) -> Optional[List[int]]:
@@ -135,8 +134,8 @@ def block_rows(last_rows, counts) -> dict:
 class PrefillLogits:
     """The model's logits processor during our prefills, installed once per worker.
 
-    Outside a prefill (between :meth:`begin` and :meth:`end`, or :meth:`during`) the processor runs exactly as before. During
-    one, the processor's rows get ``<MTP>`` at -inf (t1 is never the mask), so in an
+    Outside our prefills (each marked by :meth:`begin` and :meth:`end`, or :meth:`during`)
+    the processor runs exactly as before. During one, the processor's rows get ``<MTP>`` at -inf (t1 is never the mask), so in an
     all-greedy batch SGLang's own argmax is t1; and with ``box`` (the masks rode the prefill,
     :func:`block_rows`) it also computes the logits of the flat hidden-state rows
     ``box["rows"]`` (int64 [N], ``box["K"]`` per request of ``box["sel"]``) into
