@@ -88,7 +88,6 @@ class MTPWorker(BaseSpecWorker):
         self.state = None
         self._admissions = collections.deque()  # prefills whose state _settle writes next forward
         self._scan_rows = {}  # batch size -> (rows, ones, zeros) of a one-row-per-request scan
-        self._prefill_ones = {}  # batch size -> int32 ones: a prefill's accept lengths
         model = self.model_runner.model  # its logits processor during our prefills (prefill_masks.py)
         self.prefill_logits = prefill_masks.PrefillLogits(model, self.mask_id) if hasattr(
             model, "logits_processor") else None
@@ -163,7 +162,7 @@ class MTPWorker(BaseSpecWorker):
         # SGLang's non-overlap scheduler read it back from the device (a sync per prefill)
         if on_publish is not None:
             on_publish(new_seq_lens)
-        result.accept_lens = self._ones(len(batch.reqs))  # SGLang only reads it
+        result.accept_lens = self._one_row_blocks(bs)[1]  # int32 ones; SGLang only reads it
         result.new_seq_lens = new_seq_lens
         result.next_draft_input = MTPRelay(bonus_tokens=result.next_token_ids, new_seq_lens=new_seq_lens)
         result.speculative_num_draft_tokens = self.width
@@ -190,13 +189,15 @@ class MTPWorker(BaseSpecWorker):
         if box is not None:
             sel, K = box["sel"], box["K"]
             everyone = len(sel) == len(batch.reqs)
-            sel_t = None if everyone else torch.tensor(sel, dtype=torch.int64).to(self.device, non_blocking=True)
+            picked = [plans[i] for i in sel]
+            sampled = any(p.sampling is not None for p in picked)
+            sel_t = None if everyone or (box.get("row0") and not sampled) else torch.tensor(
+                sel, dtype=torch.int64).to(self.device, non_blocking=True)  # only where rows are picked below
             if not box.get("row0"):  # the processor's rows are the last mask rows: take the blocks' rows 0
                 row0 = box["logits"].to(logits.device).view(len(sel), K, -1)[:, 0]
                 logits = row0 if everyone else logits.index_copy(0, sel_t.to(logits.device), row0.to(logits.dtype))
-            picked = [plans[i] for i in sel]
             positions = None  # sampling only: the prompt lengths (row 0 predicts position P), a copy:
-            if any(p.sampling is not None for p in picked):  # SGLang owns batch.seq_lens after this step
+            if sampled:  # SGLang owns batch.seq_lens after this step
                 positions = (batch.seq_lens if everyone else batch.seq_lens[sel_t]).to(torch.int64, copy=True)
             job = {"sel": sel, "K": K, "logits": box["logits"], "plans": picked, "blocks": [blocks[i] for i in sel],
                    "cap": cap, "positions": positions}
@@ -232,17 +233,10 @@ class MTPWorker(BaseSpecWorker):
         sampled = torch.tensor([p.fallback for p in plans], dtype=torch.bool).to(self.device, non_blocking=True)
         return torch.where(sampled, result.next_token_ids.to(torch.int64), tokens)
 
-    def _ones(self, bs):
-        """int32 ones [bs] (a prefill's accept lengths), cached per batch size."""
-        ones = self._prefill_ones.get(bs)
-        if ones is None:
-            ones = self._prefill_ones[bs] = torch.ones(bs, dtype=torch.int32, device=self.device)
-        return ones
-
     def _one_row_blocks(self, bs):
         """(block starts 0..bs-1, lengths 1, thresholds 0): scan arguments that take each of
-        ``bs`` rows as a block of its own. Cached per batch size: they are on the
-        time-to-first-token path and never written."""
+        ``bs`` rows as a block of its own (the lengths double as a prefill's accept lengths).
+        Cached per batch size: they are on the time-to-first-token path and never written."""
         blocks = self._scan_rows.get(bs)
         if blocks is None:
             rows = torch.arange(bs, dtype=torch.int32, device=self.device)
