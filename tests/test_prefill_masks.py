@@ -157,8 +157,9 @@ def test_block_rows_ride_the_processors_lm_head_call(dp_attention, everyone, mon
     # batch request 1 (last row 6) has none
     box = {"rows": torch.tensor([2, 3, 4, 4, 9, 10, 11, 11]), "sel": [0, 2] if not everyone else [0, 1], "K": 4}
     last = [4, 6, 11] if not everyone else [4, 11]
-    with hook.during(box):
-        out = lp.forward(None, hidden, None, {"last_rows": torch.tensor(last)})
+    hook.begin(box)
+    out = lp.forward(None, hidden, None, {"last_rows": torch.tensor(last)})
+    hook.end()
     torch.testing.assert_close(box["logits"], hidden[box["rows"]] @ weight.T)
     # one lm_head call unless DP attention; a masked request's row is then its block's row 0
     rows = last if dp_attention else ([2, 6, 9] if not everyone else [2, 9])
@@ -174,8 +175,9 @@ def test_block_rows_ride_the_processors_lm_head_call(dp_attention, everyone, mon
 def test_prefill_logits_without_masks_and_outside_prefills():
     hook, lp, weight, hidden = _installed()
     meta = {"last_rows": torch.tensor([4, 11])}
-    with hook.during():  # a prefill whose masks did not ride it: its last rows, <MTP> at -inf
-        out = lp.forward(None, hidden, None, meta)
+    hook.begin()  # a prefill whose masks did not ride it: its last rows, <MTP> at -inf
+    out = lp.forward(None, hidden, None, meta)
+    hook.end()
     want = hidden[[4, 11]] @ weight.T
     want[:, 3] = float("-inf")
     torch.testing.assert_close(out.next_token_logits, want)

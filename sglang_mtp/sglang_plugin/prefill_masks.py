@@ -134,9 +134,9 @@ def block_rows(last_rows, counts) -> dict:
 class PrefillLogits:
     """The model's logits processor during our prefills, installed once per worker.
 
-    Outside our prefills (each marked by :meth:`begin` and :meth:`end`, or :meth:`during`)
-    the processor runs exactly as before. During one, the processor's rows get ``<MTP>`` at -inf (t1 is never the mask), so in an
-    all-greedy batch SGLang's own argmax is t1; and with ``box`` (the masks rode the prefill,
+    Outside our prefills (each marked by :meth:`begin` and :meth:`end`) the processor runs
+    exactly as before. During one, the processor's rows get ``<MTP>`` at -inf (t1 is never
+    the mask), so in an all-greedy batch SGLang's own argmax is t1; and with ``box`` (the masks rode the prefill,
     :func:`block_rows`) it also computes the logits of the flat hidden-state rows
     ``box["rows"]`` (int64 [N], ``box["K"]`` per request of ``box["sel"]``) into
     ``box["logits"]`` [N, V]. Those rows ride the processor's own lm_head call (one read of
@@ -163,14 +163,6 @@ class PrefillLogits:
 
     def end(self) -> None:
         self.active, self.box, self._states = False, None, None
-
-    @contextlib.contextmanager
-    def during(self, box: Optional[dict] = None):
-        self.begin(box)
-        try:
-            yield box
-        finally:
-            self.end()
 
     def forward(self, input_ids, hidden_states, lm_head, logits_metadata, *args, **kwargs):
         if not self.active:
