@@ -76,8 +76,9 @@ def generate(model, prompts, strategy="ntp", max_new_tokens: int = 64, stop_toke
         seed: the sampling seed (int), or a list with one per prompt; None = a fresh random
             seed per request. The same seed gives the same tokens alone or in any batch.
         width_policy: a :class:`~sglang_mtp.width.WidthPolicy` (load-adaptive width): every
-            pass caps each block at ``width_policy.cap(live requests)`` (the first pass keeps
-            2), as the SGLang worker does. None = no cap. Lossy output depends on it.
+            pass caps each block at ``width_policy.cap(live requests)``, as the SGLang worker
+            does (the first pass too: at cap 1 it emits t1 alone, like a prefill without
+            masks). None = no cap. Lossy output depends on it.
     Lossy strategies (static/conf_adapt with k > 1) on a checkpoint not marked
     ``mtp_trained`` emit an :class:`UntrainedMTPWarning`.
     """
@@ -198,13 +199,11 @@ def _decode(model, prompts, strategies, budgets, stops, mask_id, ctx, results, s
     kv = HoleyKVCache(model, len(live.ids), dev)
     max_k = max(s.k for s in strategies)
     suppress = -1 if mask_id is None else mask_id
-    first = True
     while live.ids:
         seq_lens = kv.seq_lens
         k = live.k.long()
         if width_policy is not None:  # the load's block cap (sglang_mtp.width.step_cap)
-            cap = width_policy.cap(len(live.ids))
-            k = torch.maximum(k.clamp(max=cap), torch.where(first & (k > 1), 2, 1))
+            k = k.clamp(max=width_policy.cap(len(live.ids)))
         # Near the context limit, fewer masks: no block row may predict a position >= ctx
         # (such tokens could never be emitted, and verify's drafts must stay in context).
         k = k if ctx is None else torch.minimum(k, ctx - seq_lens - live.pending_len).clamp(min=1)
@@ -219,7 +218,6 @@ def _decode(model, prompts, strategies, budgets, stops, mask_id, ctx, results, s
                      live.thr, live.ver, suppress, max_k, stop_token_ids=stops, budget=live.budget,
                      sampling=live.sampling, seq_lens=seq_lens)
         kv.commit(width, out.keep)
-        first = False
         _record(results, live.ids, out, stops, time.perf_counter() - start)
         live.advance(out)
         if bool(out.finished.any()):

@@ -7,9 +7,11 @@ the width follows the load:
 - the allowed widths are 1, 3, 7, 15, ... below ``2 * k_max - 1``, plus ``2 * k_max - 1``;
 - a step's *target* width is the widest allowed one that the policy grants the batch size
   (a query-token budget: ``batch * W <= budget``; or a table of (max batch, width) rows);
-- every request's block this step is capped at ``cap = (target + 1) // 2`` tokens (a first
-  step keeps 2, see :func:`step_cap`), which is what makes lossy output depend on the load:
-  the reference decoder takes the same policy (``decode.generate(width_policy=...)``);
+- every request's block this step is capped at ``cap = (target + 1) // 2`` tokens
+  (:func:`step_cap`), which is what makes lossy output depend on the load: the reference
+  decoder takes the same policy (``decode.generate(width_policy=...)``). A request whose first
+  block is capped at 1 decodes plainly from its prefill's token on: no mask rides its prefill
+  and no step re-feeds its last prompt token, so a batch at cap 1 runs at width 1;
 - the forward itself is the narrowest allowed width that holds every request's pending
   tokens plus its capped block (:meth:`WidthPolicy.step_width`). That is the target when the
   cap holds still; after the cap drops, one step is still wider while the previous, longer
@@ -97,13 +99,16 @@ def narrowest(widths, need: int) -> int:
     return next((w for w in widths if w >= need), widths[-1])
 
 
-def step_cap(k: int, cap: int, first: bool) -> int:
-    """A request's block size in a step with block cap ``cap`` (k = its strategy's k).
+def step_cap(k: int, cap: int) -> int:
+    """A request's block size in a step with block cap ``cap`` (k = its strategy's k): the
+    fused ops' ``step_k`` (``csrc/mtp_step_rule.h``), which also caps by the width.
 
-    A first MTP step keeps 2 rows: its first row re-predicts the prefill's token. The same
-    rule as the fused ops' ``step_k`` (``csrc/mtp_step_rule.h``), which also caps by the width.
-    """
-    return max(2 if first and k > 1 else 1, min(k, cap))
+    The first block (the prefill's, or the first decode step's where masks cannot ride the
+    prefill) follows the same rule. A first decode step re-feeds the last prompt token, whose
+    row re-predicts t1, so it needs 2 rows; at cap 1 the worker instead starts the request
+    from t1 as a plain one (``MTPState.start_plain``), and the reference decoder's first pass
+    then emits t1 alone, as a prefill does."""
+    return max(1, min(k, cap))
 
 
 class AutoWidthPolicy:

@@ -35,8 +35,8 @@ def test_table_policy():
 def test_step_width_holds_pending_tokens_and_block():
     p = WidthPolicy(8, budget=64)
     assert p.step_width(1) == 1 and p.step_width(2) == 3 and p.step_width(8) == 15 and p.step_width(99) == 15
-    # A first step keeps 2 rows; plain requests 1; others min(k, cap).
-    assert step_cap(8, 1, first=True) == 2 and step_cap(1, 4, first=True) == 1 and step_cap(6, 4, False) == 4
+    # min(k, cap), first blocks included: at cap 1 a request decodes plainly from its first token.
+    assert step_cap(8, 1) == 1 and step_cap(1, 4) == 1 and step_cap(6, 4) == 4 and step_cap(3, 8) == 3
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +61,14 @@ def test_caps_bound_every_pass_and_wide_budgets_change_nothing(model):
     free, wide = run(), run(WidthPolicy(8, budget=6 * 15))
     assert [r.tokens for r in wide] == [r.tokens for r in free]
     tight = run(WidthPolicy(8, budget=6 * 3))
-    for r in tight:  # 6 live requests * width 3: blocks of 2 (the first pass keeps 2 too)
+    for r in tight:  # 6 live requests * width 3: blocks of 2
         assert max(r.chunks) <= 2 and r.passes >= 12
-    # Budget 1: width 1 for every batch size, i.e. one token per pass after the first pass.
+    # Budget 1: width 1 for every batch size, the first pass included (a plain prefill): one
+    # token per pass, which is plain greedy decoding.
     one = run(WidthPolicy(8, budget=1))
-    assert all(r.chunks[0] <= 2 and max(r.chunks[1:]) == 1 for r in one)
+    assert all(r.chunks == [1] * 24 for r in one)
+    greedy = generate(m, prompts, "ntp", max_new_tokens=24, stop_token_ids=())
+    assert [r.tokens for r in one] == [r.tokens for r in greedy]
 
 
 def test_auto_policy_picks_the_most_tokens_per_second():

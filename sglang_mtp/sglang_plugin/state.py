@@ -51,14 +51,16 @@ class MTPState:
         self.host_unsent = np.zeros(pool_size, dtype=bool)  # may have unsent tokens
 
     def admit(self, rows, rows_host, strategies, sampled, last_prompt_token, first_token, samplings=None,
-              seeds=None) -> None:
+              seeds=None, started=None) -> None:
         """Start requests whose prefill emitted ``first_token`` [B] (int64).
 
         ``samplings`` / ``seeds``: per request a :class:`~sglang_mtp.sampling.Sampling` (None =
         greedy) and its seed; None for an all-greedy batch.
 
         Plain-decoding requests (k == 1) start with pending = [t1]; MTP requests start with
-        pending = [x_{P-1}] and ``first`` set (their first step re-runs the prompt's last row).
+        pending = [x_{P-1}] and ``first`` set (their first step re-runs the prompt's last row),
+        except those in ``started`` (host bools, None = none): their prefill was their first
+        step (a block of 1 at cap 1), so they start from t1 like plain ones and keep their k.
         """
         dev = self.k.device
         k_host = np.array([s.k for s in strategies], dtype=np.int32)
@@ -68,15 +70,18 @@ class MTPState:
                                             dtype=torch.float32).to(dev, non_blocking=True)
         self.verify[rows] = torch.tensor([s.is_verify for s in strategies]).to(dev, non_blocking=True)
         self.sampled[rows] = torch.tensor(list(sampled), dtype=torch.bool).to(dev, non_blocking=True)
-        mtp = k > 1
-        self.first[rows] = mtp
-        self.pending[rows, 0] = torch.where(mtp, last_prompt_token, first_token)
+        first_host = k_host > 1
+        if started is not None:
+            first_host &= ~np.asarray(started, dtype=bool)
+        first = torch.from_numpy(first_host).to(dev, non_blocking=True)
+        self.first[rows] = first
+        self.pending[rows, 0] = torch.where(first, last_prompt_token, first_token)
         self.pending_len[rows] = 1
         self.draft_len[rows] = 0
         self.first_token[rows] = first_token
         idx = np.asarray(rows_host, dtype=np.int64)
         self.host_k[idx] = k_host
-        self.host_first[idx] = k_host > 1
+        self.host_first[idx] = first_host
         self.host_pending_bound[idx] = 1
         self.host_unsent[idx] = False
         self.host_sampled[idx] = np.asarray(sampled, dtype=bool)
@@ -96,6 +101,15 @@ class MTPState:
         self.host_first[idx] = False
         self.host_pending_bound[idx] = blocks
         self.host_unsent[idx] = lossy
+
+    def start_plain(self, idx) -> None:
+        """Requests (host pool rows ``idx``) about to take their first step at cap 1: they go on
+        from t1, the prefill's token, as a plain request would (``first`` cleared). The first
+        step would otherwise re-feed the last prompt token and need 2 rows, one wider step."""
+        rows = torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(self.pending.device, non_blocking=True)
+        self.pending[rows, 0] = self.first_token[rows]
+        self.first[rows] = False
+        self.host_first[idx] = False
 
     def take_unsent(self, rows, idx):
         """(pending tokens [B, Pw], unsent counts [B]) of a batch about to step, when some
@@ -119,8 +133,12 @@ class MTPState:
         """Load-adaptive step (:mod:`sglang_mtp.width`): the width the step needs under block
         cap ``cap`` (pending tokens + capped block - 1, widest of the batch).
         Records the blocks as the bound on the next step's pending tokens (a step leaves at
-        most its block pending), so no device value is read."""
+        most its block pending), so no device value is read. At cap 1, requests about to take
+        their first step start plainly (:meth:`start_plain`)."""
         k, first = self.host_k[idx].astype(np.int64), self.host_first[idx]
+        if cap == 1 and first.any():
+            self.start_plain(idx[first])
+            first = self.host_first[idx]
         block = np.maximum(np.where(first & (k > 1), 2, 1), np.minimum(k, cap))
         need = int((self.host_pending_bound[idx] + block - 1).max()) if len(idx) else 1
         self.host_pending_bound[idx] = block

@@ -175,7 +175,7 @@ class MTPWorker(BaseSpecWorker):
         if not any(p.strategy.k > 1 and not p.fallback for p in plans):
             return [], ops.NO_CAP
         cap = self.policy.cap(len(plans)) if self.narrow() and self.policy.adaptive else MAX_K
-        return [1 if p.fallback else step_cap(p.strategy.k, cap, first=True) for p in plans], cap
+        return [1 if p.fallback else step_cap(p.strategy.k, cap) for p in plans], cap
 
     def _admit(self, batch, result, plans, raw_logits, box, blocks, cap, hooked):
         """The prefill's first token of each request: the argmax with <MTP> suppressed, or
@@ -205,12 +205,15 @@ class MTPWorker(BaseSpecWorker):
         first = self._first_tokens(batch, result, plans, logits, raw_logits is not None, argmax_given=given)
         sync_from_rank0([first], self.broadcast)
         masked = set(box["sel"]) if box is not None else set()
-        if any(p.strategy.k > 1 for i, p in enumerate(plans) if i not in masked):  # an old first step re-feeds it
+        # A block of 1 (cap 1): the prefill was the request's first step; it goes on from t1.
+        started = [bool(blocks) and blocks[i] == 1 and p.strategy.k > 1 and not p.fallback
+                   for i, p in enumerate(plans)]
+        if any(p.strategy.k > 1 and not started[i] for i, p in enumerate(plans) if i not in masked):
             ends = torch.from_numpy(np.cumsum(batch.extend_lens) - 1).to(self.device, non_blocking=True)
-            last_prompt = batch.input_ids.to(torch.int64)[ends]
+            last_prompt = batch.input_ids.to(torch.int64)[ends]  # an old first step re-feeds it
         else:
             last_prompt = first  # unused: every MTP request's first step was its prefill
-        self._admissions.append((_host_rows(batch).copy(), plans, last_prompt, first, job))
+        self._admissions.append((_host_rows(batch).copy(), plans, last_prompt, first, job, started))
         result.next_token_ids = first
 
     def _first_tokens(self, batch, result, plans, logits, sampling, argmax_given=False):
@@ -271,10 +274,10 @@ class MTPWorker(BaseSpecWorker):
         """Write the state of the requests admitted by earlier prefills (:meth:`_admit`) and
         start the blocks that rode their prefill."""
         while self._admissions:
-            idx, plans, last_prompt, first, job = self._admissions.popleft()
+            idx, plans, last_prompt, first, job, started = self._admissions.popleft()
             rows = torch.from_numpy(idx).to(self.device, non_blocking=True)
             strategies, sampled, samplings, seeds = zip(*plans)
-            self.state.admit(rows, idx, strategies, sampled, last_prompt, first, samplings, seeds)
+            self.state.admit(rows, idx, strategies, sampled, last_prompt, first, samplings, seeds, started)
             if job is not None:
                 self._start_blocks(rows, idx, self._scan_blocks(job))
 

@@ -2,7 +2,8 @@
 
 Server: static k_max 4 (widths 1, 3, 7), ``--mtp-token-budget 24``: one request decodes at
 width 7, 8 requests at width 3 (blocks of 2), 32 requests at width 1 (one token per pass,
-after their first pass). Responses report the widths in ``meta_info["mtp_widths"]``.
+their first decode pass included: at cap 1 no mask rides the prefill and no first step
+re-feeds the last prompt token). Responses report the widths in ``meta_info["mtp_widths"]``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def width_jobs(prompts):
          "sampling_params": {**greedy, "custom_params": {"mtp": False}}},
         {"op": "generate", "input_ids": [prompts[1]],  # 4: alone, budget-capped (k 4 > cap 2)
          "sampling_params": {**greedy, "custom_params": mtp_params("static:4")}},
+        {"op": "generate", "input_ids": prompts,  # 5: 32 users, lossy, at cap 1 throughout
+         "sampling_params": {**greedy, "ignore_eos": True}},
+        {"op": "generate", "input_ids": prompts, "return_logprob": True,  # 6: the same without prefill
+         "sampling_params": {**greedy, "ignore_eos": True}},  # masks (logprobs): first steps at cap 1
     ]
 
 
@@ -81,6 +86,27 @@ def reference_with(model, prompt, strategy, policy):
 def test_verify_is_unchanged_at_every_width(run):
     want = reference(run["model"], run["prompts"], ["ntp"] * 32, NEW)
     assert [o["output_ids"] for o in outputs(run, 2)] == want
+
+
+def test_at_cap_one_every_decode_pass_is_one_token_wide(run):
+    """32 users: cap 1 from the prefill on, so no pass is wider than 1 (a first step that
+    re-fed the last prompt token would run the whole batch at width 3)."""
+    for job in (2, 5, 6):
+        outs = outputs(run, job)
+        assert all(o["widths"] == {"1": len(o["output_ids"]) - 1} for o in outs), [o["widths"] for o in outs]
+
+
+def test_lossy_output_at_cap_one_equals_the_reference(run):
+    """static:4 at cap 1 is plain greedy decoding, in the reference decoder (its first pass
+    emits t1 alone) and through SGLang, with the masks riding the prefill or not."""
+    from sglang_mtp.decode import generate
+
+    policy = WidthPolicy(K_MAX, budget=BUDGET)
+    want = [r.tokens for r in generate(run["model"], run["prompts"], strategy="static:4", max_new_tokens=NEW,
+                                       stop_token_ids=(), width_policy=policy)]
+    assert want == reference(run["model"], run["prompts"], ["ntp"] * 32, NEW, stop_token_ids=())
+    for job in (5, 6):
+        assert [o["output_ids"] for o in outputs(run, job)] == want
 
 
 def test_plain_logprob_batches_run_at_width_one(run):
