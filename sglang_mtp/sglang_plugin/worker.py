@@ -169,12 +169,16 @@ class MTPWorker(BaseSpecWorker):
         return result
 
     def _first_blocks(self, plans):
-        """(each request's first block size (1 = no masks), the block cap): its k, capped by
-        the width policy at this batch size like any first step (sglang_mtp.width.step_cap).
+        """(each request's first block size (1 = no masks), the block cap): its k, capped like
+        any block (sglang_mtp.width.step_cap) by the width policy's cap for the batch it will
+        decode in, the running requests and this prefill's (:func:`live_requests`). Capped for
+        the prefill batch alone, a request joining a busy server would bring a block wider than
+        the running batch's cap, and the next decode step of the whole batch would be wider.
         No blocks when no request of the batch decodes with MTP."""
         if not any(p.strategy.k > 1 and not p.fallback for p in plans):
             return [], ops.NO_CAP
-        cap = self.policy.cap(len(plans)) if self.narrow() and self.policy.adaptive else MAX_K
+        adaptive = self.narrow() and self.policy.adaptive
+        cap = self.policy.cap(live_requests(self.req_to_token_pool, len(plans))) if adaptive else MAX_K
         return [1 if p.fallback else step_cap(p.strategy.k, cap) for p in plans], cap
 
     def _admit(self, batch, result, plans, raw_logits, box, blocks, cap, hooked):
@@ -412,6 +416,15 @@ class MTPWorker(BaseSpecWorker):
         row0 = logits.view(B, width, -1)[:, 0].clone()  # [B, V]
         row0.index_fill_(1, self.mask_index, float("-inf"))  # <MTP> is never emitted
         return plain.sample(self.model_runner, batch, row0, positions[:, 0])
+
+
+def live_requests(req_to_token_pool, prefilling: int) -> int:
+    """Requests holding a row of SGLang's request pool (running, being prefilled, or finished
+    and not yet released), at least ``prefilling``. A host count, no device read."""
+    try:
+        return max(prefilling, int(req_to_token_pool.size) - int(req_to_token_pool.available_size()))
+    except (AttributeError, TypeError):
+        return prefilling
 
 
 def _prepend(emitted, emit_len, tokens, count, width: int):
