@@ -133,3 +133,42 @@ def test_calibration_under_tp_takes_rank_zeros_timings(monkeypatch):
     # One rank: its own timings, untouched.
     alone = calibrate.measure(worker, None, (1, 3), 2, reps=1, max_seconds=10.0)
     assert sorted(alone) == [1, 2] and all(0 <= alone[b][w] < 1 for b in alone for w in (1, 3))
+
+
+def _timed_worker(cost):
+    """A fake worker whose dummy forward of B requests at width W takes cost(B, W) seconds on a
+    fake clock. Returns (worker, clock, forwards run)."""
+    import contextlib
+    from types import SimpleNamespace
+
+    now, forwards = [0.0], []
+
+    def forward(shape, is_verify):
+        forwards.append(shape)
+        now[0] += cost(*shape)
+
+    worker = SimpleNamespace(device="cpu", graphs=SimpleNamespace(bound=lambda mode, w: contextlib.nullcontext()),
+                             _target_worker=SimpleNamespace(forward_batch_generation=forward))
+    return worker, (lambda: now[0]), forwards
+
+
+def test_calibration_stops_after_two_batch_sizes_where_no_width_pays(monkeypatch):
+    from sglang_mtp.sglang_plugin import calibrate
+
+    monkeypatch.setattr(calibrate, "_dummy", lambda worker, template, B, W: (lambda: (B, W)))
+    # A forward of 1 row is cheap (a matrix-vector product), so at B=1 no width pays; at
+    # B=2..8 width 3 does; from B=16 on the forward is compute-bound and no width pays.
+    def cost(B, W):
+        if B == 1:
+            return {1: 0.010, 3: 0.030, 7: 0.045}[W]
+        return 0.018 + 0.001 * B * W if B < 16 else 0.005 * B * W
+
+    worker, clock, forwards = _timed_worker(cost)
+    costs = calibrate.measure(worker, None, (1, 3, 7), 256, reps=3, max_seconds=10.0, clock=clock)
+    assert sorted(costs) == [1, 2, 4, 8, 16, 32]  # B=1 alone did not stop it; 16 and 32 did
+    assert not any(calibrate.can_pay(costs[1], w) for w in (3, 7)) and calibrate.can_pay(costs[2], 3)
+    assert not any(calibrate.can_pay(costs[b], w) for b in (16, 32) for w in (3, 7))
+    assert costs[4][3] == pytest.approx(cost(4, 3))
+    # Each (B, W): a warm-up and 3 timed forwards, or 1 once the warm-up took over 0.05 s.
+    runs = {shape: forwards.count(shape) for shape in set(forwards)}
+    assert runs[(1, 1)] == 4 and runs[(32, 7)] == 2

@@ -39,15 +39,23 @@ def batch_sizes(max_batch: int):
 
 
 def measure(worker, template, widths, max_batch: int, reps: int = 3, max_tokens: int = 4096,
-            max_seconds: float = 0.25, broadcast=None):
+            max_seconds: float = 0.25, broadcast=None, slow: float = 0.05, clock=time.perf_counter):
     """costs[b][w]: median seconds of a width-``w`` forward of ``b`` requests.
 
-    Bounded so that start-up stays short on a slow device: forwards of more than
-    ``max_tokens`` query tokens are not run (infinite cost: never chosen), and no larger batch
-    is measured once a width-1 forward takes ``max_seconds`` (larger batches then use the
-    largest measured one's choice). ``broadcast``: the worker's rank-0 broadcast under TP."""
+    Bounded so that start-up stays short on a slow device:
+    - forwards of more than ``max_tokens`` query tokens are not run (infinite cost: never
+      chosen);
+    - no larger batch is measured once a width-1 forward takes ``max_seconds``, or once at
+      two batch sizes in a row no wider width could pay even with every block accepted
+      (:func:`can_pay`). Larger batches then use the largest measured one's choice. One size
+      is not enough: on a CPU a forward of 1 row is a matrix-vector product and one of 2 rows
+      is not, so widths can fail to pay at 1 request and pay at 2;
+    - a forward whose warm-up took more than ``slow`` seconds is timed once, not ``reps``
+      times (its timing noise is small next to it).
+    ``broadcast``: the worker's rank-0 broadcast under TP. ``clock``: seconds (tests)."""
     costs = {}
     sync = torch.cuda.synchronize if str(worker.device).startswith("cuda") else (lambda: None)
+    idle = 0  # batch sizes in a row at which no wider width can pay
     for b in batch_sizes(max_batch):
         costs[b] = {}
         for w in widths:
@@ -57,19 +65,28 @@ def measure(worker, template, widths, max_batch: int, reps: int = 3, max_tokens:
             run = _dummy(worker, template, b, w)
             times = []
             with worker.graphs.bound(VERIFY, w):  # time what serving runs: that width's graphs
+                t0 = clock()
                 worker._target_worker.forward_batch_generation(run(), is_verify=True)  # warm-up
-                for _ in range(reps):
+                sync()
+                for _ in range(1 if clock() - t0 > slow else reps):
                     batch = run()
                     sync()
-                    t0 = time.perf_counter()
+                    t0 = clock()
                     worker._target_worker.forward_batch_generation(batch, is_verify=True)
                     sync()
-                    times.append(time.perf_counter() - t0)
+                    times.append(clock() - t0)
             costs[b][w] = statistics.median(times)
         costs[b] = from_rank0(costs[b], widths, broadcast, worker.device)
-        if costs[b][1] > max_seconds:
+        idle = 0 if any(can_pay(costs[b], w) for w in widths if w > 1) else idle + 1
+        if costs[b][1] > max_seconds or idle >= 2:
             break
     return costs
+
+
+def can_pay(row, width: int) -> bool:
+    """Whether ``width`` can beat width 1 in tokens per second at these costs ({width: s}),
+    with every block of ``(width + 1) // 2`` tokens accepted (the policy's optimistic start)."""
+    return row[width] < (width + 1) // 2 * row[1]
 
 
 def from_rank0(row, widths, broadcast, device):

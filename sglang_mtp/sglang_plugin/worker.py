@@ -32,6 +32,7 @@ import collections
 import contextlib
 import logging
 import os
+import time
 
 import numpy as np
 import torch
@@ -375,10 +376,11 @@ class MTPWorker(BaseSpecWorker):
         """``--mtp-token-budget auto``: time dummy forwards shaped like ``batch`` once."""
         self.calibrating = False
         limit = getattr(self.server_args, "max_running_requests", None) or 256
+        t0 = time.perf_counter()
         costs = calibrate.measure(self, batch, self.policy.widths, min(int(limit), 256),
                                   broadcast=self.broadcast)
         self.policy = AutoWidthPolicy(self.config.k_max, costs)
-        logger.info("MTP width policy %s", self.policy.describe())
+        logger.info("MTP width policy %s; calibration took %.1f s", self.policy.describe(), time.perf_counter() - t0)
 
     def on_verify_complete_cpu(self, num_correct_drafts_per_req, batch_size: int = 0) -> None:
         """SGLang's host-side accept counts of a decode step (tokens per request): they feed
