@@ -135,11 +135,11 @@ class MTPState:
         Records the blocks as the bound on the next step's pending tokens (a step leaves at
         most its block pending), so no device value is read. At cap 1, requests about to take
         their first step start plainly (:meth:`start_plain`)."""
-        k, first = self.host_k[idx].astype(np.int64), self.host_first[idx]
+        first = self.host_first[idx]
         if cap == 1 and first.any():
             self.start_plain(idx[first])
-            first = self.host_first[idx]
-        block = np.maximum(np.where(first & (k > 1), 2, 1), np.minimum(k, cap))
+        # A first step needs 2 rows (its row 0 re-predicts t1): min(k, cap) has them above cap 1.
+        block = np.minimum(self.host_k[idx].astype(np.int64), cap)
         need = int((self.host_pending_bound[idx] + block - 1).max()) if len(idx) else 1
         self.host_pending_bound[idx] = block
         return need
