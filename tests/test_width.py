@@ -99,42 +99,6 @@ def test_calibration_batch_sizes():
     assert batch_sizes(1) == [1] and batch_sizes(48) == [1, 2, 4, 8, 16, 32, 48] and batch_sizes(64)[-2:] == [32, 64]
 
 
-def test_calibration_under_tp_takes_rank_zeros_timings(monkeypatch):
-    # Each rank times its own dummy forwards; under TP they must all run the same forwards
-    # (collectives) and pick the same widths, so every batch size's row comes from rank 0.
-    # This rank measures nothing but fast forwards yet must stop where rank 0's slow width-1
-    # forward stops it, and keep rank 0's numbers (inf = a width never run).
-    import contextlib
-    from types import SimpleNamespace
-
-    import torch
-
-    from sglang_mtp.sglang_plugin import calibrate
-
-    forwards = []
-    worker = SimpleNamespace(device="cpu", graphs=SimpleNamespace(bound=lambda mode, w: contextlib.nullcontext()),
-                             _target_worker=SimpleNamespace(forward_batch_generation=lambda b, is_verify: forwards.append(b)))
-    monkeypatch.setattr(calibrate, "_dummy", lambda worker, template, B, W: (lambda: (B, W)))
-    rank0 = {1: [0.001, 0.002, -1], 2: [0.3, 0.5, -1]}  # seconds per width 1, 3, 7 (-1 = inf)
-    sent = []
-
-    def broadcast(t):  # what this rank receives from rank 0
-        assert t.dtype == torch.int64
-        sent.append(t.tolist())
-        t.copy_(torch.tensor([-1 if s < 0 else round(s * 1e9) for s in rank0[len(sent)]]))  # B = 1, then 2
-
-    costs = calibrate.measure(worker, None, (1, 3, 7), 64, reps=1, max_tokens=6, max_seconds=0.25,
-                              broadcast=broadcast)
-    assert sorted(costs) == [1, 2]  # rank 0's 0.3 s width-1 forward at B=2 ends the sweep
-    assert costs[1] == {1: 0.001, 3: 0.002, 7: float("inf")}
-    assert costs[2] == {1: 0.3, 3: 0.5, 7: float("inf")}
-    assert sent[0][2] == -1  # this rank's own row went out with its never-run width as -1
-    assert {(b, w) for b, w in forwards} == {(1, 1), (1, 3), (2, 1), (2, 3)}
-    # One rank: its own timings, untouched.
-    alone = calibrate.measure(worker, None, (1, 3), 2, reps=1, max_seconds=10.0)
-    assert sorted(alone) == [1, 2] and all(0 <= alone[b][w] < 1 for b in alone for w in (1, 3))
-
-
 def _timed_worker(cost):
     """A fake worker whose dummy forward of B requests at width W takes cost(B, W) seconds on a
     fake clock. Returns (worker, clock, forwards run)."""
@@ -150,6 +114,37 @@ def _timed_worker(cost):
     worker = SimpleNamespace(device="cpu", graphs=SimpleNamespace(bound=lambda mode, w: contextlib.nullcontext()),
                              _target_worker=SimpleNamespace(forward_batch_generation=forward))
     return worker, (lambda: now[0]), forwards
+
+
+def test_calibration_under_tp_takes_rank_zeros_timings(monkeypatch):
+    # Each rank times its own dummy forwards; under TP they must all run the same forwards
+    # (collectives) and pick the same widths, so every batch size's row comes from rank 0.
+    # This rank measures nothing but fast forwards yet must stop where rank 0's slow width-1
+    # forward stops it, and keep rank 0's numbers (inf = a width never run).
+    import torch
+
+    from sglang_mtp.sglang_plugin import calibrate
+
+    worker, clock, forwards = _timed_worker(lambda B, W: 0.001)
+    monkeypatch.setattr(calibrate, "_dummy", lambda worker, template, B, W: (lambda: (B, W)))
+    rank0 = {1: [0.001, 0.002, -1], 2: [0.3, 0.5, -1]}  # seconds per width 1, 3, 7 (-1 = inf)
+    sent = []
+
+    def broadcast(t):  # what this rank receives from rank 0
+        assert t.dtype == torch.int64
+        sent.append(t.tolist())
+        t.copy_(torch.tensor([-1 if s < 0 else round(s * 1e9) for s in rank0[len(sent)]]))  # B = 1, then 2
+
+    costs = calibrate.measure(worker, None, (1, 3, 7), 64, reps=1, max_tokens=6, max_seconds=0.25,
+                              broadcast=broadcast, clock=clock)
+    assert sorted(costs) == [1, 2]  # rank 0's 0.3 s width-1 forward at B=2 ends the sweep
+    assert costs[1] == {1: 0.001, 3: 0.002, 7: float("inf")}
+    assert costs[2] == {1: 0.3, 3: 0.5, 7: float("inf")}
+    assert sent[0][2] == -1  # this rank's own row went out with its never-run width as -1
+    assert {(b, w) for b, w in forwards} == {(1, 1), (1, 3), (2, 1), (2, 3)}
+    # One rank: its own timings, untouched.
+    alone = calibrate.measure(worker, None, (1, 3), 2, reps=1, max_seconds=10.0, clock=clock)
+    assert sorted(alone) == [1, 2] and all(alone[b][w] == pytest.approx(0.001) for b in alone for w in (1, 3))
 
 
 def test_calibration_stops_after_two_batch_sizes_where_no_width_pays(monkeypatch):
