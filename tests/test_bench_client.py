@@ -105,6 +105,7 @@ def test_server_command_flags():
     cmd = server.server_command("/m", 1234, ["--decode-mode", "ntp"], "cpu", ["--tp", "1"], python="py")
     assert cmd[:3] == ["py", "-m", "sglang.launch_server"] and cmd[cmd.index("--model-path") + 1] == "/m"
     assert "torch_native" in cmd and "--disable-cuda-graph" in cmd and cmd[-4:] == ["--decode-mode", "ntp", "--tp", "1"]
+    assert "--disable-overlap-schedule" in cmd  # like MTP servers on a CPU: ratios compare decoding only
     assert "--device" not in server.server_command("/m", 1, [], "cuda")
 
 

@@ -20,8 +20,12 @@ import urllib.request
 from pathlib import Path
 from typing import List, Optional
 
+# Every CPU server, the baseline included, runs without overlap scheduling: MTP servers turn it
+# off on a CPU by default (sglang_mtp.sglang_plugin.flags.cpu_overlap_off), so the baseline does
+# too and the ratios compare decoding, not scheduling (overlap off is faster for both on a CPU).
 CPU_FLAGS = ["--device", "cpu", "--attention-backend", "torch_native", "--disable-cuda-graph",
-             "--dtype", "float32", "--mem-fraction-static", "0.3", "--max-total-tokens", "8192"]
+             "--dtype", "float32", "--mem-fraction-static", "0.3", "--max-total-tokens", "8192",
+             "--disable-overlap-schedule"]
 
 
 def free_port() -> int:

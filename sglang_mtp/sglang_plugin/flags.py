@@ -29,6 +29,7 @@ ALGORITHM = "MTP"
 ENV_CONFIG = "SGLANG_MTP_CONFIG"
 STRATEGIES = ("conf_adapt", "static", "verify")
 DEBUG_ENV = "SGLANG_MTP_DEBUG"
+CPU_OVERLAP_ENV = "SGLANG_MTP_CPU_OVERLAP"  # "1": keep overlap scheduling on a CPU (see cpu_overlap_off)
 # --mtp-token-budget default per device kind: query tokens per decode forward before blocks
 # shrink (sglang_mtp.width). CPU: measured on the toy (bench/results/serve-cpu-toy-width);
 # GPU: not measured yet (no GPU was available); an 8B model's decode forward on an H100
@@ -174,6 +175,21 @@ def from_cli_args(result, cls, args: argparse.Namespace):
     if cfg.k_max > 1:  # k_max 1 is plain decoding: SGLang's own path, unchanged (see plain.py)
         result.speculative_algorithm = ALGORITHM
     return result
+
+
+def cpu_overlap_off(device, overlap_disabled: bool) -> bool:
+    """Whether an MTP server turns SGLang's overlap scheduling off: on a CPU, unless it is off
+    already or ``SGLANG_MTP_CPU_OVERLAP=1``.
+
+    Overlap scheduling runs batch N+1 before processing batch N's result, which pays on a GPU
+    (the forward is asynchronous). A CPU forward is synchronous, so there every step's tokens
+    reach the client one forward later, and a request that stopped at an end token in batch N
+    decodes once more in batch N+1. MTP requests take few steps, so that costs them more than plain ones. SGLang
+    turns it off for its own speculative algorithms on a CPU in the same way. The variable keeps
+    it on (the tests use it to run the GPU's default path on a CPU)."""
+    if overlap_disabled or str(device).split(":")[0] != "cpu":
+        return False
+    return os.environ.get(CPU_OVERLAP_ENV, "0") in ("", "0")
 
 
 def _token_budget(text: str):

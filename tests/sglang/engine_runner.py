@@ -13,6 +13,7 @@ SPEC: {"model": path, "mtp": {strategy, threshold, k_max, ...} or null (plain SG
   submitted one by one, ``delay`` seconds apart, running concurrently -> same as generate
 - {"op": "flush"}: flush the radix cache
 - {"op": "probe"}: wait for an idle leak check and return the pool accounting line
+- {"op": "server_info", "keys": [..]}: those entries of the Engine's resolved server arguments
 
 An Engine that fails kills its parent, hence the subprocess; this runner writes its results
 after every job so a crash still leaves what ran.
@@ -110,6 +111,9 @@ def main(spec_path: str):
                 res = _flush(eng)
             elif job["op"] == "probe":
                 res = probe_idle(probe_file)
+            elif job["op"] == "server_info":
+                info = eng.get_server_info()
+                res = {k: info.get(k) for k in job["keys"]}
             else:
                 res = ops[job["op"]](eng, job)
             results.append(res)

@@ -66,10 +66,14 @@ def wait_healthy(base, proc, timeout=400):
 
 def child_env(*paths, **extra) -> dict:
     """The environment of an SGLang child process: no py-spy or core dumps on a crash, the
-    worker's host-length check on, the repository (plus ``paths``) importable, then ``extra``."""
+    worker's host-length check on, overlap scheduling kept on a CPU, the repository (plus
+    ``paths``) importable, then ``extra``."""
     path = os.pathsep.join([str(REPO), *map(str, paths), os.environ.get("PYTHONPATH", "")])
     return {**os.environ, "SGLANG_PYSPY_DUMP_BEFORE_CRASH": "0", "SGLANG_CUDA_COREDUMP_BEFORE_CRASH": "0",
             "SGLANG_MTP_CHECK_HOST_LENGTHS": "1",  # every decode step: host lengths == device (worker.py)
+            # overlap scheduling stays on as on a GPU (an MTP server turns it off on a CPU by
+            # default; test_engine_verify runs that default)
+            "SGLANG_MTP_CPU_OVERLAP": "1",
             "PYTHONPATH": path, **extra}
 
 

@@ -1,7 +1,8 @@
 """Lossless verify mode equals plain SGLang decoding; start-up refusals are clear.
 
 Two Engine starts: plain SGLang (no plugin mode) and ``--mtp-strategy verify`` as the server
-default with overlap scheduling off (the other module runs with overlap on).
+default with the CPU's default scheduling (an MTP server turns overlap scheduling off on a CPU;
+the other modules keep it on, as on a GPU).
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ def test_verify_equals_plain_sglang_and_reference(ckpt):
     jobs = [{"op": "generate", "input_ids": prompts, "sampling_params": greedy},
             {"op": "staggered", "input_ids": prompts[:3], "delay": 0.1, "sampling_params": [greedy] * 3}]
     plain = run_engine(tmp, "plain", tmp / "ckpt", jobs, mtp=None)["results"]
-    verify = run_engine(tmp, "verify", tmp / "ckpt", jobs + [{"op": "flush"}, {"op": "probe"}],
+    info = {"op": "server_info", "keys": ["disable_overlap_schedule"]}
+    verify = run_engine(tmp, "verify", tmp / "ckpt", jobs + [{"op": "flush"}, {"op": "probe"}, info],
                         mtp={"strategy": "verify", "k_max": 3},
-                        engine={"disable_overlap_schedule": True})["results"]
+                        env={"SGLANG_MTP_CPU_OVERLAP": "0"})["results"]  # the CPU default
+    assert verify[4] == {"disable_overlap_schedule": True}  # the plugin turned it off
     ref = reference(model, prompts, ["ntp"] * len(prompts), NEW)
     plain_ids = [o["output_ids"] for o in plain[0]["outputs"]]
     verify_ids = [o["output_ids"] for o in verify[0]["outputs"]]

@@ -327,6 +327,31 @@ def test_failed_setup_fails_loudly_at_startup(monkeypatch):
         algo.handle_server_args(SimpleNamespace(speculative_num_draft_tokens=None))
 
 
+@pytest.mark.parametrize("device, disabled, env, off", [
+    ("cpu", False, None, True), ("cpu", False, "0", True), ("cpu", False, "1", False),
+    ("cpu", True, None, False), ("cuda", False, None, False), ("cuda:1", False, None, False)])
+def test_overlap_scheduling_is_off_on_a_cpu_unless_kept(monkeypatch, device, disabled, env, off):
+    if env is None:
+        monkeypatch.delenv(flags.CPU_OVERLAP_ENV, raising=False)
+    else:
+        monkeypatch.setenv(flags.CPU_OVERLAP_ENV, env)
+    assert flags.cpu_overlap_off(device, disabled) is off
+
+
+def test_the_algorithm_turns_overlap_off_on_a_cpu(monkeypatch):
+    monkeypatch.delenv(flags.ENV_CONFIG, raising=False)
+    monkeypatch.delenv(flags.CPU_OVERLAP_ENV, raising=False)
+    algo = spec.MTPSpecAlgo("MTP", lambda sa: None)
+    args = SimpleNamespace(speculative_num_draft_tokens=None, device="cpu", disable_overlap_schedule=False,
+                           model_path=None, tokenizer_path=None)
+    algo.handle_server_args(args)
+    assert args.disable_overlap_schedule and args.speculative_num_draft_tokens == 15  # default k_max 8
+    monkeypatch.setenv(flags.CPU_OVERLAP_ENV, "1")
+    kept = SimpleNamespace(**{**vars(args), "disable_overlap_schedule": False, "speculative_num_draft_tokens": None})
+    algo.handle_server_args(kept)
+    assert not kept.disable_overlap_schedule
+
+
 def test_prefill_block_tokens_are_emitted_first():
     # Masks ride the prefill: t2..t_a of a request's first block are emitted by its first
     # decode step, before that step's own tokens (worker._prepend), row by row.
