@@ -85,7 +85,10 @@ def launch(tmp, ckpt, *flags, probe=None):
     # With ``probe``, the test probe plugin records SGLang's idle KV-pool check in that file.
     paths = [REPO / "tests" / "sglang" / "probe_dist"] if probe is not None else []
     extra = {"SGLANG_MTP_TEST_PROBE": str(probe)} if probe is not None else {}
-    env = child_env(*paths, OMP_NUM_THREADS="1", SGLANG_ENABLE_STRICT_MEM_CHECK_DURING_IDLE="1", **extra)
+    # A launched server runs the CPU default (no overlap scheduling), what `launch_server` gives
+    # a CPU user; the Engine tests keep overlap on (child_env)
+    env = child_env(*paths, OMP_NUM_THREADS="1", SGLANG_ENABLE_STRICT_MEM_CHECK_DURING_IDLE="1",
+                    SGLANG_MTP_CPU_OVERLAP="0", **extra)
     log = open(tmp / f"server-{port}.log", "w")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return proc, f"http://127.0.0.1:{port}", log

@@ -4,6 +4,7 @@ OpenAI-compatible ``/v1/completions``, each with per-request ``custom_params``."
 from __future__ import annotations
 
 import json
+import urllib.request
 
 from tests.models import random_prompts, tiny_tokenizer
 from tests.sglang.harness import mtp_params, reference
@@ -23,6 +24,13 @@ def test_native_generate_with_custom_params(server):
     })
     assert status == 200, body
     assert [b["output_ids"] for b in body] == reference(model, prompts, specs, NEW)
+
+
+def test_a_cpu_server_runs_without_overlap_scheduling(server):
+    # the plugin's CPU default (flags.cpu_overlap_off); the test above ran under it
+    with urllib.request.urlopen(server.base + "/get_server_info", timeout=30) as r:
+        info = json.loads(r.read())
+    assert info["disable_overlap_schedule"] is True and info["device"] == "cpu"
 
 
 def test_openai_completion_with_custom_params(server):
