@@ -132,6 +132,8 @@ def test_calibration_under_tp_takes_rank_zeros_timings(monkeypatch):
 
     def broadcast(t):  # what this rank receives from rank 0
         assert t.dtype == torch.int64
+        if t.numel() == 1:  # the count of timed runs of one forward: rank 0's, 1 as here
+            return
         sent.append(t.tolist())
         t.copy_(torch.tensor([-1 if s < 0 else round(s * 1e9) for s in rank0[len(sent)]]))  # B = 1, then 2
 
@@ -145,6 +147,40 @@ def test_calibration_under_tp_takes_rank_zeros_timings(monkeypatch):
     # One rank: its own timings, untouched.
     alone = calibrate.measure(worker, None, (1, 3), 2, reps=1, max_seconds=10.0, clock=clock)
     assert sorted(alone) == [1, 2] and all(alone[b][w] == pytest.approx(0.001) for b in alone for w in (1, 3))
+
+
+@pytest.mark.parametrize("rank0_runs", [1, 3])
+def test_calibration_under_tp_times_each_forward_as_often_as_rank_zero(monkeypatch, rank0_runs):
+    # Whether a forward is timed once or `reps` times depends on how long its warm-up took,
+    # which differs between ranks; under TP the counts must agree (each forward holds
+    # collectives: a rank with one forward more hangs or crashes its peers, as a fresh-clone
+    # TP=2 test run did). This rank's warm-ups take 0.2 s (over `slow`, so 1 run alone), its
+    # timed forwards 0.001 s; rank 0 decides.
+    import torch
+
+    from sglang_mtp.sglang_plugin import calibrate
+
+    warm = set()
+
+    def cost(B, W):
+        first = (B, W) not in warm
+        warm.add((B, W))
+        return 0.2 if first else 0.001
+
+    worker, clock, forwards = _timed_worker(cost)
+    monkeypatch.setattr(calibrate, "_dummy", lambda worker, template, B, W: (lambda: (B, W)))
+    counts = []
+
+    def broadcast(t):
+        if t.numel() == 1:
+            counts.append(int(t))
+            t.fill_(rank0_runs)
+
+    calibrate.measure(worker, None, (1, 3), 2, reps=3, max_seconds=10.0, broadcast=broadcast, clock=clock)
+    assert counts == [1, 1, 1, 1]  # this rank alone would time each forward once
+    runs = {shape: forwards.count(shape) for shape in set(forwards)}
+    assert runs == {shape: 1 + rank0_runs for shape in ((1, 1), (1, 3), (2, 1), (2, 3))}
+    assert calibrate.rank0_int(5, None, "cpu") == 5
 
 
 def test_calibration_stops_after_two_batch_sizes_where_no_width_pays(monkeypatch):

@@ -8,7 +8,8 @@ request state changes. The timings feed :class:`sglang_mtp.width.AutoWidthPolicy
 Under tensor parallelism every rank must run the same dummy forwards (each one holds
 collectives) and then pick the same widths (a width is a forward shape), but each rank times
 its own forwards. So rank 0's timings win: each batch size's row is broadcast from rank 0
-(:mod:`.rank_sync`) before it decides whether to measure a larger batch.
+(:mod:`.rank_sync`) before it decides whether to measure a larger batch, and so is rank 0's
+count of timed runs of each forward, which depends on how long its warm-up took.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def measure(worker, template, widths, max_batch: int, reps: int = 3, max_tokens:
       is not enough: on a CPU a forward of 1 row is a matrix-vector product and one of 2 rows
       is not, so widths can fail to pay at 1 request and pay at 2;
     - a forward whose warm-up took more than ``slow`` seconds is timed once, not ``reps``
-      times (its timing noise is small next to it).
+      times (its timing noise is small next to it). Under TP rank 0's warm-up decides for
+      every rank: ranks that ran different numbers of forwards would mismatch collectives.
     ``broadcast``: the worker's rank-0 broadcast under TP. ``clock``: seconds (tests)."""
     costs = {}
     sync = torch.cuda.synchronize if str(worker.device).startswith("cuda") else (lambda: None)
@@ -68,7 +70,8 @@ def measure(worker, template, widths, max_batch: int, reps: int = 3, max_tokens:
                 t0 = clock()
                 worker._target_worker.forward_batch_generation(run(), is_verify=True)  # warm-up
                 sync()
-                for _ in range(1 if clock() - t0 > slow else reps):
+                timed = rank0_int(1 if clock() - t0 > slow else reps, broadcast, worker.device)
+                for _ in range(timed):
                     batch = run()
                     sync()
                     t0 = clock()
@@ -87,6 +90,15 @@ def can_pay(row, width: int) -> bool:
     """Whether ``width`` can beat width 1 in tokens per second at these costs ({width: s}),
     with every block of ``(width + 1) // 2`` tokens accepted (the policy's optimistic start)."""
     return row[width] < (width + 1) // 2 * row[1]
+
+
+def rank0_int(value: int, broadcast, device) -> int:
+    """Rank 0's ``value`` on every rank; ``value`` itself with a single rank."""
+    if broadcast is None:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    sync_from_rank0([t], broadcast)
+    return int(t.item())
 
 
 def from_rank0(row, widths, broadcast, device):

@@ -135,7 +135,8 @@ def add_cli_args(result, parser: argparse.ArgumentParser):
     group = parser.add_argument_group("MTP decoding (sglang-mtp plugin)")
     group.add_argument("--decode-mode", choices=("ntp", "mtp"), default="ntp",
                        help="ntp: SGLang's own decoding (unchanged). mtp: multi-token prediction "
-                            "with the checkpoint's <MTP> mask token. Default: ntp.")
+                            "with the checkpoint's <MTP> mask token (on a CPU it turns overlap "
+                            f"scheduling off; {CPU_OVERLAP_ENV}=1 keeps it). Default: ntp.")
     group.add_argument("--mtp-strategy", choices=STRATEGIES, default=d.strategy,
                        help="conf_adapt: accept the longest run of predictions with top-1 "
                             "probability >= --mtp-threshold; static: accept all k_max; verify: "
