@@ -185,9 +185,9 @@ def cpu_overlap_off(device, overlap_disabled: bool) -> bool:
     Overlap scheduling runs batch N+1 before processing batch N's result, which pays on a GPU
     (the forward is asynchronous). A CPU forward is synchronous, so there every step's tokens
     reach the client one forward later, and a request that stopped at an end token in batch N
-    decodes once more in batch N+1. MTP requests take few steps, so that costs them more than plain ones. SGLang
-    turns it off for its own speculative algorithms on a CPU in the same way. The variable keeps
-    it on (the tests use it to run the GPU's default path on a CPU)."""
+    decodes once more in batch N+1. MTP requests take few steps, so that costs them more than
+    plain ones. SGLang turns it off for its own speculative algorithms on a CPU in the same way.
+    The variable keeps it on (the Engine tests use it to run the GPU's default path on a CPU)."""
     if overlap_disabled or str(device).split(":")[0] != "cpu":
         return False
     return os.environ.get(CPU_OVERLAP_ENV, "0") in ("", "0")

@@ -72,7 +72,7 @@ def child_env(*paths, **extra) -> dict:
     return {**os.environ, "SGLANG_PYSPY_DUMP_BEFORE_CRASH": "0", "SGLANG_CUDA_COREDUMP_BEFORE_CRASH": "0",
             "SGLANG_MTP_CHECK_HOST_LENGTHS": "1",  # every decode step: host lengths == device (worker.py)
             # overlap scheduling stays on as on a GPU (an MTP server turns it off on a CPU by
-            # default; test_engine_verify runs that default)
+            # default; launch() and test_engine_verify run that default)
             "SGLANG_MTP_CPU_OVERLAP": "1",
             "PYTHONPATH": path, **extra}
 
