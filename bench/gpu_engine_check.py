@@ -11,7 +11,8 @@ random MTP model (or ``--model``), then checks what the CPU CI cannot:
 3. the graph sets per width were built: the server log (this process's stderr, captured by
    gpu_check.sh) has one "MTP graphs ..." line per set and "MTP graph memory per width";
 4. throughput of each level, MTP vs plain, printed as a ratio (not asserted: a random model
-   accepts few drafts).
+   accepts few drafts);
+5. overlap scheduling is still on (the plugin turns it off on a CPU only).
 
 Prints SKIP and exits 0 where SGLang cannot be imported (the lent GPU machines have none).
 """
@@ -46,6 +47,9 @@ def main() -> int:
                        log_level="info", mem_fraction_static=0.5)
     bad = 0
     try:
+        overlap_off = eng.get_server_info().get("disable_overlap_schedule")
+        print(f"overlap scheduling: {'off' if overlap_off else 'on'} (expected on, as in SGLang on a GPU)")
+        bad += bool(overlap_off)
         prompts = [list(range(5 + i, 40 + i)) for i in range(48)]
         for level in (1, 8, 48):
             ids = prompts[:level]
@@ -66,7 +70,7 @@ def main() -> int:
             bad += same != level
     finally:
         eng.shutdown()
-    print("FAILED" if bad else "OK: verify output equals plain decoding at every level")
+    print("FAILED" if bad else "OK: verify output equals plain decoding at every level, overlap scheduling on")
     return 1 if bad else 0
 
 
