@@ -136,10 +136,10 @@ class PrefillLogits:
 
     Outside our prefills (each marked by :meth:`begin` and :meth:`end`) the processor runs
     exactly as before. During one, the processor's rows get ``<MTP>`` at -inf (t1 is never
-    the mask), so in an all-greedy batch SGLang's own argmax is t1; and with ``box`` (the masks rode the prefill,
-    :func:`block_rows`) it also computes the logits of the flat hidden-state rows
-    ``box["rows"]`` (int64 [N], ``box["K"]`` per request of ``box["sel"]``) into
-    ``box["logits"]`` [N, V]. Those rows ride the processor's own lm_head call (one read of
+    the mask), so in an all-greedy batch SGLang's own argmax is t1; and with ``box`` (the
+    masks rode the prefill, :func:`block_rows`) it also computes the logits of the flat
+    hidden-state rows ``box["rows"]`` (int64 [N], ``box["K"]`` per request of
+    ``box["sel"]``) into ``box["logits"]`` [N, V]. Those rows ride the processor's own lm_head call (one read of
     the lm_head weights: on a small model that read is a good part of a short prefill), and
     that call also puts each masked request's block row 0 (its last prompt row, which
     predicts t1) where the processor would put its last row (a mask row, of no use here):
