@@ -135,17 +135,16 @@ class PrefillLogits:
     """The model's logits processor during our prefills, installed once per worker.
 
     Outside our prefills (each marked by :meth:`begin` and :meth:`end`) the processor runs
-    exactly as before. During one, the processor's rows get ``<MTP>`` at -inf (t1 is never
-    the mask), so in an all-greedy batch SGLang's own argmax is t1; and with ``box`` (the
-    masks rode the prefill, :func:`block_rows`) it also computes the logits of the flat
-    hidden-state rows ``box["rows"]`` (int64 [N], ``box["K"]`` per request of
-    ``box["sel"]``) into ``box["logits"]`` [N, V]. Those rows ride the processor's own lm_head call (one read of
-    the lm_head weights: on a small model that read is a good part of a short prefill), and
-    that call also puts each masked request's block row 0 (its last prompt row, which
-    predicts t1) where the processor would put its last row (a mask row, of no use here):
-    ``box["row0"]`` is then True. Where that call cannot take the rows (data-parallel
-    attention gathers rows across ranks) they get a call of their own and the processor's
-    rows stay its last rows.
+    exactly as before. During one, the processor's rows get ``<MTP>`` at -inf (t1 is never the
+    mask), so in an all-greedy batch SGLang's own argmax is t1; and with ``box`` (the masks rode
+    the prefill, :func:`block_rows`) it also computes the logits of the flat hidden-state rows
+    ``box["rows"]`` (int64 [N], ``box["K"]`` per request of ``box["sel"]``) into
+    ``box["logits"]`` [N, V]. Those rows ride the processor's own lm_head call (one read of the
+    lm_head weights: on a small model that read is a good part of a short prefill), and that
+    call also puts each masked request's block row 0 (its last prompt row, which predicts t1)
+    where the processor would put its last row (a mask row, of no use here): ``box["row0"]`` is
+    then True. Where that call cannot take the rows (data-parallel attention gathers rows across
+    ranks) they get a call of their own and the processor's rows stay its last rows.
 
     It is installed once, as instance attributes of the processor, because replacing a
     module's attributes around every prefill costs tens of microseconds of time to first
