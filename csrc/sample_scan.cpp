@@ -62,7 +62,7 @@ ScanResult sample_scan_cpu(const at::Tensor& logits, const at::Tensor& block_sta
   check_sample_args(logits, inv_temperature, seed, position, op);
   auto [tokens, confidence, accept] =
       greedy_scan(logits, block_start, block_len, threshold, stop_token_ids, suppress_token_id);
-  const int64_t R = logits.size(0), V = logits.size(1), B = block_start.size(0);
+  const int64_t R = logits.size(0), V = logits.size(1);
   const float* it = inv_temperature.data_ptr<float>();
   for (int64_t r = 0; r < R; ++r)
     MTP_CHECK_ARG(std::isfinite(it[r]) && it[r] >= 0.0f, op, "inv_temperature[", r,

@@ -14,6 +14,7 @@ the SGLang worker calls), so both paths emit the same tokens by construction.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -197,6 +198,7 @@ def _decode(model, prompts, strategies, budgets, stops, mask_id, ctx, results, s
         return
     live = _LiveRequests(ids, prompts, strategies, budgets, dev, samplings, seeds)
     kv = HoleyKVCache(model, len(live.ids), dev)
+    cache_arg = cache_keyword(model)
     max_k = max(s.k for s in strategies)
     suppress = -1 if mask_id is None else mask_id
     while live.ids:
@@ -212,7 +214,7 @@ def _decode(model, prompts, strategies, budgets, stops, mask_id, ctx, results, s
             input_ids=propose(live.pending, live.pending_len, width, max(suppress, 0)),
             position_ids=step_positions(seq_lens, width),
             attention_mask=kv.attention_mask(width, model.dtype),
-            past_key_values=kv.cache, use_cache=True,
+            use_cache=True, **{cache_arg: kv.cache},
         ).logits  # [B, W, V]
         out = accept(logits.reshape(-1, logits.shape[-1]), live.pending, live.pending_len, live.draft_len, k,
                      live.thr, live.ver, suppress, max_k, stop_token_ids=stops, budget=live.budget,
@@ -225,6 +227,17 @@ def _decode(model, prompts, strategies, budgets, stops, mask_id, ctx, results, s
             live.keep_rows(rows)
             kv.select(rows)
         kv.compact()
+
+
+def cache_keyword(model) -> str:
+    """The name ``model.forward`` takes its KV cache by: transformers 5.24 renamed
+    ``past_key_values`` to ``cache`` (the old name warns there and is to go in 5.40); older
+    releases, and forwards that only take ``**kwargs``, use ``past_key_values``."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params and "past_key_values" not in params else "past_key_values"
 
 
 def _record(results, live, out, stops, now):

@@ -217,3 +217,27 @@ def test_bad_inputs_are_refused_clearly():
         generate(model, prompt, ["ntp", "ntp"])
     with pytest.raises(ValueError, match="threshold"):
         generate(model, prompt, "conf_adapt:1.5:4")
+
+
+def test_the_kv_cache_goes_by_the_name_the_forward_takes():
+    from sglang_mtp.decode import cache_keyword
+
+    class Renamed(torch.nn.Module):  # transformers >= 5.24
+        def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, use_cache=None):
+            pass
+
+    class Old(torch.nn.Module):  # transformers < 5.24
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None, **kwargs):
+            pass
+
+    class Wrapper(torch.nn.Module):  # e.g. an adapter wrapper that passes everything on
+        def forward(self, *args, **kwargs):
+            pass
+
+    assert cache_keyword(Renamed()) == "cache"
+    assert cache_keyword(Old()) == "past_key_values" and cache_keyword(Wrapper()) == "past_key_values"
+    model = tiny_model("llama")  # the installed transformers: its own name, and no deprecation warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = generate(model, random_prompts(1), "ntp", max_new_tokens=3, stop_token_ids=())
+    assert len(out[0].tokens) == 3

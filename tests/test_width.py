@@ -94,6 +94,7 @@ def test_auto_policy_picks_the_most_tokens_per_second():
 
 
 def test_calibration_batch_sizes():
+    pytest.importorskip("sglang")  # the calibration runs inside SGLang
     from sglang_mtp.sglang_plugin.calibrate import batch_sizes
 
     assert batch_sizes(1) == [1] and batch_sizes(48) == [1, 2, 4, 8, 16, 32, 48] and batch_sizes(64)[-2:] == [32, 64]
@@ -123,6 +124,7 @@ def test_calibration_under_tp_takes_rank_zeros_timings(monkeypatch):
     # forward stops it, and keep rank 0's numbers (inf = a width never run).
     import torch
 
+    pytest.importorskip("sglang")  # the calibration runs inside SGLang
     from sglang_mtp.sglang_plugin import calibrate
 
     worker, clock, forwards = _timed_worker(lambda B, W: 0.001)
@@ -158,6 +160,7 @@ def test_calibration_under_tp_times_each_forward_as_often_as_rank_zero(monkeypat
     # timed forwards 0.001 s; rank 0 decides.
     import torch
 
+    pytest.importorskip("sglang")  # the calibration runs inside SGLang
     from sglang_mtp.sglang_plugin import calibrate
 
     warm = set()
@@ -184,6 +187,7 @@ def test_calibration_under_tp_times_each_forward_as_often_as_rank_zero(monkeypat
 
 
 def test_calibration_stops_after_two_batch_sizes_where_no_width_pays(monkeypatch):
+    pytest.importorskip("sglang")  # the calibration runs inside SGLang
     from sglang_mtp.sglang_plugin import calibrate
 
     monkeypatch.setattr(calibrate, "_dummy", lambda worker, template, B, W: (lambda: (B, W)))
