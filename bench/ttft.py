@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="local HF checkpoint with the <MTP> token, 'toy' or 'smollm2'")
     p.add_argument("--modes", default="ntp,conf_adapt:0.9:6,verify:6",
                    help="first mode is the baseline; 'plain@SPEC' adds SPEC's server with {\"mtp\": false} requests")
+    p.add_argument("--prompts", default=None, help="JSONL file, 'toy' or 'toy:N' (N worked examples before each "
+                   "problem: longer prompts); default: the model's own set (toy, smollm2) or the built-in one")
+    p.add_argument("--prompt-format", default="auto", choices=prompts.FORMATS)
     p.add_argument("--num-prompts", type=int, default=16)
     p.add_argument("--rounds", type=int, default=5, help="times every prompt is sent to every mode")
     p.add_argument("--max-new-tokens", type=int, default=8)
@@ -60,12 +63,15 @@ def resolve(args):
         from sglang_mtp.recipe import adapted_model  # FileNotFoundError names the command that builds it
 
         args.model, source = adapted_model(), "smollm2"
+    source = args.prompts or source
     prompt_list = prompts.load_prompts(source, args.num_prompts)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    fmt = prompts.resolve_format("auto", source, bool(getattr(tokenizer, "chat_template", None)))
+    fmt = prompts.resolve_format(args.prompt_format, source, bool(getattr(tokenizer, "chat_template", None)))
     args.texts = [prompts.format_prompt(p, fmt, tokenizer) for p in prompt_list]
+    args.prompt_info = {"source": source, "format": fmt, "count": len(args.texts), "tokens_p50": statistics.median(
+        len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in args.texts)}
     if min(args.num_prompts, args.rounds, args.max_new_tokens) < 1:
         raise ValueError("--num-prompts, --rounds and --max-new-tokens must be >= 1")
     specs = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -166,9 +172,13 @@ def main(argv=None) -> int:
     summary = summarize(samples, base)
     md = table(summary, base)
     cmd = "python bench/ttft.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    (args.out / "ttft.md").write_text(f"`{cmd}`\n\n{md}\n")
-    (args.out / "ttft.json").write_text(json.dumps({"command": cmd, "summary": summary, "samples": samples},
-                                                   indent=1))
+    info = args.prompt_info
+    about = (f"Prompts: {info['source']} ({info['count']}, format {info['format']}, "
+             f"median {info['tokens_p50']:g} tokens before the server's special tokens)")
+    (args.out / "ttft.md").write_text(f"`{cmd}`\n\n{about}\n\n{md}\n")
+    (args.out / "ttft.json").write_text(json.dumps({"command": cmd, "prompts": info, "summary": summary,
+                                                    "samples": samples}, indent=1))
+    print(about)
     print(md)
     return 0
 

@@ -56,6 +56,24 @@ def test_toy_prompts_carry_answers_in_toy_format():
     assert all(prompts.parse_number(p.answer) is not None for p in ps)
 
 
+def test_toy_prompts_after_worked_examples_keep_each_question_and_answer():
+    base = prompts.load_prompts("toy", limit=4)
+    two = prompts.load_prompts("toy:2", limit=4)
+    assert [p.answer for p in two] == [p.answer for p in base]
+    for b, t in zip(base, two):
+        examples = t.text[:-len(b.text)]
+        assert t.text.endswith(b.text) and examples.count("Q: ") == 2 and examples.count("The answer is ") == 2
+    assert len({t.text[:-len(b.text)] for b, t in zip(base, two)}) == 4  # each prompt has its own examples
+    assert prompts.load_prompts("toy:0", limit=4) == base
+    assert prompts.resolve_format("auto", "toy:2", False) == "raw"
+
+
+@pytest.mark.parametrize("spec", ["toy:", "toy:x", "toy:-1", "toy:1.5"])
+def test_bad_worked_example_counts_are_named(spec):
+    with pytest.raises(ValueError, match="toy:N"):
+        prompts.load_prompts(spec)
+
+
 @pytest.mark.parametrize("text, expected", [
     ("so 47 - 8 = 39. The answer is 39.", 39),
     ("The answer is: 1,350 words, not 12", 1350),

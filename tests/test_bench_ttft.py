@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from bench import ttft
-from bench.serving import client
+from bench.serving import client, prompts
 
 
 def test_paired_ratio_is_the_median_of_per_request_ratios():
@@ -36,3 +36,31 @@ def test_every_prompt_goes_to_every_mode_plain_requests_included(monkeypatch):
     assert all("custom_params" not in p["sampling_params"] for p in payloads)  # payloads not mutated
     assert sent[0][0] != sent[3][0]  # the mode order rotates from one prompt to the next
     assert samples["ntp"] == [[0.5, 0.5], [0.5, 0.5]]
+
+
+class _WordTokenizer:
+    chat_template = None
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": text.split()}
+
+
+def test_prompts_and_their_format_come_from_the_flags_and_their_length_is_recorded(monkeypatch, tmp_path):
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: _WordTokenizer())
+    args = ttft.build_parser().parse_args(["--model", str(tmp_path), "--prompts", "toy:1", "--num-prompts", "3",
+                                           "--modes", "ntp,conf_adapt:0.9:6", "--out", str(tmp_path)])
+    ttft.resolve(args)
+    longer = prompts.load_prompts("toy:1", 3)
+    assert args.texts == [p.text for p in longer]  # the toy's own (raw) format
+    assert args.prompt_info == {"source": "toy:1", "format": "raw", "count": 3,
+                                "tokens_p50": sorted(len(p.text.split()) for p in longer)[1]}
+
+    f = tmp_path / "mine.jsonl"
+    f.write_text('{"prompt": "two plus two"}\n')
+    args = ttft.build_parser().parse_args(["--model", str(tmp_path), "--prompts", str(f), "--prompt-format", "qa",
+                                           "--modes", "ntp", "--out", str(tmp_path)])
+    ttft.resolve(args)
+    assert args.texts == [prompts.QA_TEMPLATE.format(prompt="two plus two")]
+    assert args.prompt_info["format"] == "qa" and args.prompt_info["count"] == 1

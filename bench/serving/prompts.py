@@ -4,7 +4,8 @@ A prompt file has one JSON object per line with a non-empty string ``prompt`` an
 ``answer`` (the final number, as a string or a number). Blank lines are skipped. The built-in
 set is ``bench/prompts/math.jsonl`` (64 short word problems written for this project).
 ``toy`` instead of a path gives held-out problems of the toy task (``sglang_mtp.toy.data``),
-already in the toy model's ``Q: ...\\nA:`` format; ``smollm2`` gives the held-out chat
+already in the toy model's ``Q: ...\\nA:`` format, and ``toy:N`` the same problems each after N
+worked held-out examples (longer prompts: a shot adds about 50 tokens); ``smollm2`` gives the held-out chat
 prompts of the real-model recipe (``sglang_mtp.recipe.prompts``: topics never trained on,
 no answers).
 """
@@ -47,6 +48,8 @@ def load_prompts(path, limit: Optional[int] = None) -> List[Prompt]:
     """
     if str(path) == "toy":
         return toy_prompts(limit or 64)
+    if str(path).startswith("toy:"):
+        return toy_prompts(limit or 64, shots=_shots(str(path)))
     if str(path) == "smollm2":
         return recipe_prompts(limit or 40)
     path = Path(path)
@@ -81,12 +84,25 @@ def _parse_record(line: str, where: str) -> Prompt:
     return Prompt(text, str(answer))
 
 
-def toy_prompts(n: int, seed: int = 0) -> List[Prompt]:
-    """The first ``n`` held-out problems of the toy task (never in its training set)."""
+def toy_prompts(n: int, seed: int = 0, shots: int = 0) -> List[Prompt]:
+    """The first ``n`` held-out problems of the toy task (never in its training set), each
+    after ``shots`` other held-out problems worked in the toy's answer format (the next ones
+    in the split, so every prompt has different examples)."""
     from sglang_mtp.toy.data import make_splits
 
-    _, held_out = make_splits(0, n, seed=seed)
-    return [Prompt(p.prompt, str(p.answer)) for p in held_out]
+    _, held_out = make_splits(0, n + shots, seed=seed)
+    out = []
+    for i, p in enumerate(held_out[:n]):
+        examples = "".join(q.prompt + q.response + "\n" for q in held_out[i + 1:i + 1 + shots])
+        out.append(Prompt(examples + p.prompt, str(p.answer)))
+    return out
+
+
+def _shots(spec: str) -> int:
+    value = spec[len("toy:"):]
+    if not value.isdigit():
+        raise ValueError(f"--prompts {spec!r}: 'toy:N' takes a number of worked examples N >= 0")
+    return int(value)
 
 
 def recipe_prompts(n: int, seed: int = 0) -> List[Prompt]:
@@ -112,7 +128,7 @@ def resolve_format(fmt: str, prompts_arg, has_chat_template: bool) -> str:
         raise ValueError(f"--prompt-format must be one of {FORMATS}, got {fmt!r}")
     if fmt != "auto":
         return fmt
-    if str(prompts_arg) == "toy":
+    if str(prompts_arg) == "toy" or str(prompts_arg).startswith("toy:"):
         return "raw"
     return "chat" if has_chat_template else "qa"
 
