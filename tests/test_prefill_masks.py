@@ -50,17 +50,21 @@ def fake_batch(lens=(3, 2, 4), prefix=(0, 5, 1), **over):
 
 def test_mask_counts():
     pool = Pool()
-    assert prefill_masks.mask_counts(fake_batch(), [4, 1, 3], pool, 1, 64) == [3, 0, 2]
+    assert prefill_masks.mask_counts(fake_batch(), [4, 1, 3], pool, 1, 64, 64) == [3, 0, 2]
     for bad in (dict(return_logprob=True), dict(decoding_reqs=[object()]), dict(seq_lens_cpu=None),
                 dict(input_embeds=torch.zeros(1)), dict(multimodal_inputs=[None, object(), None])):
-        assert prefill_masks.mask_counts(fake_batch(**bad), [4, 1, 3], pool, 1, 64) is None, bad
-    assert prefill_masks.mask_counts(fake_batch(), [4, 1, 3], pool, 16, 64) is None  # paged KV
-    assert prefill_masks.mask_counts(fake_batch(), [4, 1, 3], Pool(free=4), 1, 64) is None  # no room
+        assert prefill_masks.mask_counts(fake_batch(**bad), [4, 1, 3], pool, 1, 64, 64) is None, bad
+    assert prefill_masks.mask_counts(fake_batch(), [4, 1, 3], pool, 16, 64, 64) is None  # paged KV
+    assert prefill_masks.mask_counts(fake_batch(), [4, 1, 3], Pool(free=4), 1, 64, 64) is None  # no room
     middle = fake_batch()
     middle.reqs[2].extend_end = 3  # a middle chunk of a longer prompt: no masks for it
-    assert prefill_masks.mask_counts(middle, [4, 1, 3], pool, 1, 64) == [3, 0, 0]
-    assert prefill_masks.mask_counts(fake_batch(), [4, 1, 3], pool, 1, 6) == [3, 0, 0]  # table width
-    assert prefill_masks.mask_counts(fake_batch(), [1, 1, 1], pool, 1, 64) is None
+    assert prefill_masks.mask_counts(middle, [4, 1, 3], pool, 1, 64, 64) == [3, 0, 0]
+    assert prefill_masks.mask_counts(fake_batch(), [4, 1, 3], pool, 1, 6, 64) == [3, 0, 0]  # table width
+    assert prefill_masks.mask_counts(fake_batch(), [1, 1, 1], pool, 1, 64, 64) is None
+    # prompts 3, 7 and 5 long: a block's last row must predict a position inside the context
+    assert prefill_masks.mask_counts(fake_batch(), [4, 1, 3], pool, 1, 64, 8) == [3, 0, 2]
+    assert prefill_masks.mask_counts(fake_batch(), [4, 1, 3], pool, 1, 64, 7) == [3, 0, 0]
+    assert prefill_masks.mask_counts(fake_batch(), [4, 1, 3], pool, 1, 64, 6) is None
 
 
 def test_masked_extend_rewrites_one_forward_and_gives_every_slot_back():

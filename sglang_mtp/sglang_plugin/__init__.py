@@ -50,12 +50,13 @@ def register() -> None:
 def _register_hooks() -> list:
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
-    from . import commit, cpu_shims, flags, flashinfer_plan, graphs, isolation, metrics, params
+    from . import commit, cpu_shims, flags, flashinfer_plan, graphs, headroom, isolation, metrics, params
 
     hooks = [
         ("sglang.srt.server_args.ServerArgs.add_cli_args", flags.add_cli_args),
         ("sglang.srt.server_args.ServerArgs.from_cli_args", flags.from_cli_args),
         (commit.TARGET, commit.correct_committed_lengths),
+        (headroom.TARGET, headroom.widen_rows),
         (metrics.TARGET, metrics.add_forward_passes),
         ("sglang.srt.sampling.sampling_params.SamplingParams.verify", params.verify_hook),
         ("sglang.srt.managers.tokenizer_manager.TokenizerManager._validate_one_request",

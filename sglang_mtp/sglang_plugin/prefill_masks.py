@@ -18,7 +18,8 @@ Stream order makes the early free safe: a later forward that reuses a slot runs 
 Requests keep the old first-step path (``state.first``) whenever this does not apply: a
 batch asking for logprobs (mask rows would enter the input logprobs), multimodal or embedding
 inputs, mixed decode requests, paged KV (page size > 1), no host copy of the sequence
-lengths, a middle prefill chunk, or no free slots. The logits of the block rows are computed
+lengths, a middle prefill chunk, a prompt within its block of the context end, or no free
+slots. The logits of the block rows are computed
 by the model's own logits processor from the forward's hidden states
 (:class:`PrefillLogits`), in the same lm_head call that gives SGLang's sampler each masked
 request's row 0, so t1 needs no work of ours when the batch is greedy.
@@ -32,9 +33,14 @@ from typing import List, Optional
 import torch
 
 
-def mask_counts(batch, blocks: List[int], allocator, page_size: int, columns: int) -> Optional[List[int]]:
+def mask_counts(batch, blocks: List[int], allocator, page_size: int, columns: int,
+                context: int) -> Optional[List[int]]:
     """Masks to append per request (block - 1; 0 = none), or None when the batch keeps the
-    old path. ``blocks``: each request's first block size (1 for plain requests)."""
+    old path. ``blocks``: each request's first block size (1 for plain requests);
+    ``columns``: the width of the request-to-token table; ``context``: the model's context
+    length. A block whose last row would predict a position at or past the context end keeps
+    the old path: its masks would sit past the positions the model has (and the reference
+    decoder caps such a block, which the old path's first decode step does)."""
     if page_size != 1 or batch.return_logprob or getattr(batch, "decoding_reqs", None):
         return None
     if getattr(batch, "seq_lens_cpu", None) is None:  # host lengths are needed to place the masks
@@ -44,7 +50,7 @@ def mask_counts(batch, blocks: List[int], allocator, page_size: int, columns: in
     counts = []
     for req, block, seq in zip(batch.reqs, blocks, batch.seq_lens_cpu.tolist()):
         last_chunk = getattr(req, "extend_end", None) == len(getattr(req, "full_untruncated_fill_ids", ()) or ())
-        fits = seq + block - 1 <= columns
+        fits = seq + block - 1 <= columns and seq + block <= context
         counts.append(block - 1 if block > 1 and last_chunk and fits else 0)
     if not any(counts) or allocator.available_size() < sum(counts):
         return None

@@ -139,7 +139,7 @@ class MTPWorker(BaseSpecWorker):
         plans = [request_strategy(r, self.default_strategy) for r in batch.reqs]
         blocks, cap = self._first_blocks(plans)
         counts = prefill_masks.mask_counts(batch, blocks, self.token_to_kv_pool_allocator, self.page_size,
-                                           self.req_to_token_pool.req_to_token.shape[1]) if (
+                                           self.req_to_token_pool.req_to_token.shape[1], self.max_position) if (
             blocks and self.prefill_logits is not None) else None
         # SGLang's sampler turns the logits into probabilities in place; MTP sampling needs
         # the logits themselves. (Plain `with` statements: this is the time-to-first-token path.)

@@ -15,7 +15,7 @@ import torch
 
 from tests.sglang.harness import REPO  # noqa: F401  (skips the module without SGLang)
 
-from sglang_mtp.sglang_plugin import commit, cpu_shims, flags, graphs, metrics, params, register, spec  # noqa: E402
+from sglang_mtp.sglang_plugin import commit, cpu_shims, flags, graphs, headroom, metrics, params, register, spec  # noqa: E402
 from sglang_mtp.sampling import Sampling  # noqa: E402
 from sglang_mtp.strategy import Strategy  # noqa: E402
 
@@ -40,7 +40,8 @@ def test_register_applies_every_hook():
 
     register()
     assert spec.SETUP_ERRORS == []
-    for target in [commit.TARGET, metrics.TARGET, *cpu_shims.TARGETS.values(), *graphs.TARGETS.values()]:
+    for target in [commit.TARGET, headroom.TARGET, metrics.TARGET, *cpu_shims.TARGETS.values(),
+                   *graphs.TARGETS.values()]:
         assert target in HookRegistry._patched, target
     algo = SpeculativeAlgorithm.from_string("mtp")
     assert isinstance(algo, spec.MTPSpecAlgo) and algo.supports_overlap
@@ -291,6 +292,22 @@ def test_sampled_requests_without_a_seed_get_a_fresh_one():
 def _req(committed, finished=False):
     return SimpleNamespace(kv=SimpleNamespace(kv_committed_len=committed), is_retracted=False,
                            finished=lambda: finished)
+
+
+@pytest.mark.parametrize("algorithm, page, extra, wide", [
+    ("MTP", 1, 19, 30),  # k_max 8: rows 4 + W = 19 past the context, the step reserves 2W = 30
+    ("MTP", 16, 19, 45),  # paged KV: a page's rounding on top
+    ("MTP", 1, 40, 40),  # already wide enough
+    ("EAGLE", 1, 19, 19),  # other algorithms keep SGLang's sizing
+    (None, 1, 5, 5),
+])
+def test_request_rows_hold_a_decode_steps_reserve_for_mtp(monkeypatch, algorithm, page, extra, wide):
+    from sglang.srt.mem_cache import allocation_sizing as sizing
+
+    monkeypatch.setattr(sizing, "get_spec", lambda: SimpleNamespace(speculative_algorithm=algorithm))
+    monkeypatch.setattr(sizing, "get_alloc_reserve_per_decode", lambda: 30)
+    monkeypatch.setattr(sizing, "get_alloc_page_size", lambda: page)
+    assert headroom.widen_rows(extra) == wide
 
 
 def test_commit_hook_makes_committed_length_count_real_kv_only():
