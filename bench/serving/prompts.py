@@ -4,10 +4,10 @@ A prompt file has one JSON object per line with a non-empty string ``prompt`` an
 ``answer`` (the final number, as a string or a number). Blank lines are skipped. The built-in
 set is ``bench/prompts/math.jsonl`` (64 short word problems written for this project).
 ``toy`` instead of a path gives held-out problems of the toy task (``sglang_mtp.toy.data``),
-already in the toy model's ``Q: ...\\nA:`` format, and ``toy:N`` the same problems each after N
-worked held-out examples (longer prompts: a shot adds about 50 tokens); ``smollm2`` gives the held-out chat
-prompts of the real-model recipe (``sglang_mtp.recipe.prompts``: topics never trained on,
-no answers).
+already in the toy model's ``Q: ...\\nA:`` format, and ``toy:N`` the same problems each after
+N worked held-out examples (longer prompts: about 50 tokens per example); ``smollm2`` gives the
+held-out chat prompts of the real-model recipe (``sglang_mtp.recipe.prompts``: topics never
+trained on, no answers).
 """
 
 from __future__ import annotations
@@ -46,10 +46,9 @@ def load_prompts(path, limit: Optional[int] = None) -> List[Prompt]:
     Raises ValueError naming the file and line for malformed records, and when the file has
     no prompts at all.
     """
-    if str(path) == "toy":
-        return toy_prompts(limit or 64)
-    if str(path).startswith("toy:"):
-        return toy_prompts(limit or 64, shots=_shots(str(path)))
+    shots = toy_shots(path)
+    if shots is not None:
+        return toy_prompts(limit or 64, shots=shots)
     if str(path) == "smollm2":
         return recipe_prompts(limit or 40)
     path = Path(path)
@@ -98,7 +97,14 @@ def toy_prompts(n: int, seed: int = 0, shots: int = 0) -> List[Prompt]:
     return out
 
 
-def _shots(spec: str) -> int:
+def toy_shots(spec) -> Optional[int]:
+    """The worked examples per prompt of a toy prompt set (``toy``: 0, ``toy:N``: N), or None
+    for any other prompt source."""
+    spec = str(spec)
+    if spec == "toy":
+        return 0
+    if not spec.startswith("toy:"):
+        return None
     value = spec[len("toy:"):]
     if not value.isdigit():
         raise ValueError(f"--prompts {spec!r}: 'toy:N' takes a number of worked examples N >= 0")
@@ -128,7 +134,7 @@ def resolve_format(fmt: str, prompts_arg, has_chat_template: bool) -> str:
         raise ValueError(f"--prompt-format must be one of {FORMATS}, got {fmt!r}")
     if fmt != "auto":
         return fmt
-    if str(prompts_arg) == "toy" or str(prompts_arg).startswith("toy:"):
+    if toy_shots(prompts_arg) is not None:
         return "raw"
     return "chat" if has_chat_template else "qa"
 

@@ -19,10 +19,9 @@ Requests keep the old first-step path (``state.first``) whenever this does not a
 batch asking for logprobs (mask rows would enter the input logprobs), multimodal or embedding
 inputs, mixed decode requests, paged KV (page size > 1), no host copy of the sequence
 lengths, a middle prefill chunk, a prompt within its block of the context end, or no free
-slots. The logits of the block rows are computed
-by the model's own logits processor from the forward's hidden states
-(:class:`PrefillLogits`), in the same lm_head call that gives SGLang's sampler each masked
-request's row 0, so t1 needs no work of ours when the batch is greedy.
+slots. The logits of the block rows are computed by the model's own logits processor from the
+forward's hidden states (:class:`PrefillLogits`), in the same lm_head call that gives SGLang's
+sampler each masked request's row 0, so t1 needs no work of ours when the batch is greedy.
 """
 
 from __future__ import annotations
@@ -38,9 +37,9 @@ def mask_counts(batch, blocks: List[int], allocator, page_size: int, columns: in
     """Masks to append per request (block - 1; 0 = none), or None when the batch keeps the
     old path. ``blocks``: each request's first block size (1 for plain requests);
     ``columns``: the width of the request-to-token table; ``context``: the model's context
-    length. A block whose last row would predict a position at or past the context end keeps
-    the old path: its masks would sit past the positions the model has (and the reference
-    decoder caps such a block, which the old path's first decode step does)."""
+    length. A block whose last row would predict a position past the context's last keeps the
+    old path, whose first decode step caps the block there as the reference decoder does (so
+    no mask sits past the model's positions either)."""
     if page_size != 1 or batch.return_logprob or getattr(batch, "decoding_reqs", None):
         return None
     if getattr(batch, "seq_lens_cpu", None) is None:  # host lengths are needed to place the masks
