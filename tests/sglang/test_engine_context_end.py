@@ -1,6 +1,6 @@
 """Requests that decode up to the end of the context, with wide blocks (k_max 8, W 15), in a
-real SGLang Engine on CPU: the server survives, outputs equal the reference decoder's, and
-no KV slot leaks.
+real SGLang Engine on CPU, greedy and sampled: the server survives, outputs equal the
+reference decoder's, and no KV slot leaks.
 
 Each speculative decode step reserves a request's slots up to its committed length + 2W, and
 SGLang's rows of the request-to-token table were only W + 4 past the context: a request
@@ -19,6 +19,7 @@ from tests.sglang.harness import build_checkpoint, mtp_params, output_ids, refer
 CONTEXT = 256  # the tiny checkpoint's max_position_embeddings
 LENGTHS = [236, 240, 245, 248, 249]  # SGLang takes prompts up to 249 tokens on this context
 STRATEGIES = ["static:8", "verify:8", "conf_adapt:0.9:8"]
+SAMPLING, SEED = {"temperature": 0.8, "top_p": 0.9}, 7  # the sampled job: the same requests, seeded
 
 
 @pytest.fixture(scope="module")
@@ -30,25 +31,30 @@ def run(tmp_path_factory):
     cases = [(p, s) for p in prompts for s in STRATEGIES]
     params = [{"temperature": 0, "max_new_tokens": CONTEXT - len(p), "custom_params": mtp_params(s)}
               for p, s in cases]
+    sampled = [{**sp, **SAMPLING, "sampling_seed": SEED} for sp in params]
     jobs = [{"op": "probe"},
             {"op": "generate", "input_ids": [p for p, _ in cases], "sampling_params": params},
+            {"op": "generate", "input_ids": [p for p, _ in cases], "sampling_params": sampled},
             {"op": "flush"}, {"op": "probe"}]
     data = run_engine(tmp, "context_end", tmp / "ckpt", jobs,
                       mtp={"strategy": "conf_adapt", "threshold": 0.9, "k_max": 8, "token_budget": 0})
     refs = [reference(model, [p], [s], CONTEXT - len(p))[0] for p, s in cases]
-    return dict(res=data["results"], cases=cases, refs=refs)
+    sampled_refs = [reference(model, [p], [s], CONTEXT - len(p), sampling=SAMPLING, seed=SEED)[0] for p, s in cases]
+    return dict(res=data["results"], cases=cases, refs={1: refs, 2: sampled_refs})
 
 
-def test_requests_decode_to_the_context_end_like_the_reference(run):
-    got = output_ids(run["res"][1])
-    for (prompt, spec), g, ref in zip(run["cases"], got, run["refs"]):
-        # SGLang ends a request two positions before the context end (its own length cap).
-        assert len(g) >= CONTEXT - len(prompt) - 2, (len(prompt), spec, g, ref)
+@pytest.mark.parametrize("job", [1, 2], ids=["greedy", "sampled"])
+def test_requests_decode_to_the_context_end_like_the_reference(run, job):
+    got = output_ids(run["res"][job])
+    for (prompt, spec), g, ref in zip(run["cases"], got, run["refs"][job]):
+        # SGLang ends a request two positions before the context end (its own length cap),
+        # unless it samples an end token first.
+        assert len(g) >= min(len(ref), CONTEXT - len(prompt) - 2), (len(prompt), spec, g, ref)
         assert g == ref[:len(g)], (len(prompt), spec, g, ref)
 
 
 def test_no_kv_slot_leaks_at_the_context_end(run):
-    before, after = run["res"][0], run["res"][3]
-    assert run["res"][2]["flushed"]
+    before, after = run["res"][0], run["res"][4]
+    assert run["res"][3]["flushed"]
     assert not before["leak"] and not after["leak"], (before, after)
     assert after["available"] == before["available"] == after["total"], (before, after)
