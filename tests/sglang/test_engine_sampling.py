@@ -50,10 +50,16 @@ def run(tmp_path_factory):
     jobs += [{"op": "generate", "input_ids": prompts[:2],  # no seed, no temperature: MTP all the same
               "sampling_params": [{"max_new_tokens": NEW, "ignore_eos": True,
                                    "custom_params": mtp_params("static:3")}] * 2},
+             # n = 3 copies of one request, seeded and not (SGLang sends each copy as its own request)
+             {"op": "generate", "input_ids": prompts[0], "sampling_params": {**sampled_params(1), "n": 3}},
+             {"op": "generate", "input_ids": prompts[0],
+              "sampling_params": {k: v for k, v in sampled_params(1).items() if k != "sampling_seed"} | {"n": 3}},
              {"op": "flush"}, {"op": "probe"}]
     out = run_engine(tmp, "sampling", tmp / "ckpt", jobs, mtp={"strategy": "conf_adapt", "threshold": 0.9,
                                                              "k_max": 4})["results"]
-    return dict(out=out, ref=ref, ref_greedy=ref_greedy, ref_plain=reference(model, prompts[-1:], ["ntp"], NEW))
+    ref_static = reference(model, prompts[:1], [SAMPLED[1][0]], NEW, sampling=SAMPLED[1][2], seed=SAMPLED[1][3])[0]
+    return dict(out=out, ref=ref, ref_greedy=ref_greedy, ref_plain=reference(model, prompts[-1:], ["ntp"], NEW),
+                ref_static=ref_static)
 
 
 def test_seeded_sampling_equals_the_reference_decoder_in_a_mixed_batch(run):
@@ -80,6 +86,16 @@ def test_default_sampling_parameters_decode_with_mtp(run):
         # row, so it adds 2): 8 passes for 20 tokens; plain sampling would take 20
         assert o["forward_passes"] <= NEW // 3 + 2, o
     assert outs[0]["output_ids"] != outs[1]["output_ids"]  # unseeded: fresh seeds
+
+
+def test_parallel_samples_follow_the_seed(run):
+    # n copies are the same request: with one sampling_seed every copy draws the seed's tokens
+    # (the reference decoder's); without one each copy gets its own fresh seed.
+    n = len(SAMPLED)
+    seeded, fresh = ([o["output_ids"] for o in run["out"][job]["outputs"]] for job in (2 + n, 3 + n))
+    assert len(seeded) == len(fresh) == 3
+    assert seeded == [run["ref_static"]] * 3
+    assert len({tuple(o) for o in fresh}) > 1
 
 
 def test_no_kv_leak_after_sampling(run):
