@@ -271,3 +271,19 @@ def check_cuda_kernels(device: str) -> None:
             f"device {device!r}. Rebuild with a CUDA toolkit: SGLANG_MTP_CUDA=1 pip install "
             "--no-build-isolation -e .  (the build log says why the CUDA half was skipped)"
         )
+
+
+def check_no_hidden_states(server_args) -> None:
+    """Refuse hidden-state returns at start-up. SGLang reads a request's hidden states at fixed
+    offsets: its prompt's rows in the prefill and, per decode step, one row per emitted token
+    at a stride of W + 1. An MTP forward has the masks among its prefill rows and W rows per
+    request in decode, a step's tokens predicted at rows that depend on the request's state,
+    so every request after the first in a batch would get other rows' states."""
+    flag = ("--enable-return-hidden-states" if getattr(server_args, "enable_return_hidden_states", False)
+            else "--return-hidden-states-mode " + str(server_args.return_hidden_states_mode)
+            if getattr(server_args, "return_hidden_states_mode", None) not in (None, "none") else None)
+    if flag is not None:
+        raise MTPStartupError(
+            f"--decode-mode mtp cannot return hidden states ({flag}): a batch's requests would get "
+            "each other's rows. Serve hidden states from a server without --decode-mode mtp"
+        )

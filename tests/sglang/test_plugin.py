@@ -369,6 +369,25 @@ def test_the_algorithm_turns_overlap_off_on_a_cpu(monkeypatch):
     assert not kept.disable_overlap_schedule
 
 
+@pytest.mark.parametrize("extra, needle", [
+    ({"enable_return_hidden_states": True}, "--enable-return-hidden-states"),
+    ({"return_hidden_states_mode": "last"}, "--return-hidden-states-mode last"),
+    ({"return_hidden_states_mode": "full"}, "--return-hidden-states-mode full"),
+    ({"return_hidden_states_mode": None}, None), ({"return_hidden_states_mode": "none"}, None),
+])
+def test_hidden_state_returns_are_refused_at_start_up(monkeypatch, extra, needle):
+    monkeypatch.delenv(flags.ENV_CONFIG, raising=False)
+    args = SimpleNamespace(**{"speculative_num_draft_tokens": None, "device": "cpu", "disable_overlap_schedule": False,
+                              "model_path": None, "tokenizer_path": None, "enable_return_hidden_states": False,
+                              "return_hidden_states_mode": None, **extra})
+    algo = spec.MTPSpecAlgo("MTP", lambda sa: None)
+    if needle is None:
+        algo.handle_server_args(args)
+    else:
+        with pytest.raises(flags.MTPStartupError, match=needle):
+            algo.handle_server_args(args)
+
+
 def test_prefill_block_tokens_are_emitted_first():
     # Masks ride the prefill: t2..t_a of a request's first block are emitted by its first
     # decode step, before that step's own tokens (worker._prepend), row by row.
