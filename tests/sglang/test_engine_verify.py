@@ -27,21 +27,27 @@ def test_verify_equals_plain_sglang_and_reference(ckpt):
     prompts = random_prompts(6, seed=7, min_len=1, max_len=12)
     greedy = {"temperature": 0, "max_new_tokens": NEW}
     jobs = [{"op": "generate", "input_ids": prompts, "sampling_params": greedy},
-            {"op": "staggered", "input_ids": prompts[:3], "delay": 0.1, "sampling_params": [greedy] * 3}]
+            {"op": "staggered", "input_ids": prompts[:3], "delay": 0.1, "sampling_params": [greedy] * 3},
+            {"op": "generate", "input_ids": prompts, "return_logprob": True, "sampling_params": greedy}]
     plain = run_engine(tmp, "plain", tmp / "ckpt", jobs, mtp=None)["results"]
     info = {"op": "server_info", "keys": ["disable_overlap_schedule"]}
     verify = run_engine(tmp, "verify", tmp / "ckpt", jobs + [{"op": "flush"}, {"op": "probe"}, info],
                         mtp={"strategy": "verify", "k_max": 3},
                         env={"SGLANG_MTP_CPU_OVERLAP": "0"})["results"]  # the CPU default
-    assert verify[4] == {"disable_overlap_schedule": True}  # the plugin turned it off
+    assert verify[5] == {"disable_overlap_schedule": True}  # the plugin turned it off
     ref = reference(model, prompts, ["ntp"] * len(prompts), NEW)
     plain_ids = [o["output_ids"] for o in plain[0]["outputs"]]
     verify_ids = [o["output_ids"] for o in verify[0]["outputs"]]
     assert plain_ids == ref
     assert verify_ids == plain_ids
     assert [o["output_ids"] for o in verify[1]["outputs"]] == ref[:3]
-    assert verify[2]["flushed"]
-    probe = verify[3]
+    # Logprobs in a batch: each request's values are plain SGLang's, token for token.
+    for got, want in zip(verify[2]["outputs"], plain[2]["outputs"]):
+        assert got["output_ids"] == want["output_ids"]
+        assert [t for _, t in got["logprobs"]] == [t for _, t in want["logprobs"]]
+        assert max(abs(a - b) for (a, _), (b, _) in zip(got["logprobs"], want["logprobs"])) < 1e-4
+    assert verify[3]["flushed"]
+    probe = verify[4]
     assert not probe["leak"] and probe["available"] == probe["total"], probe
 
 
