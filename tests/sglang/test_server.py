@@ -1,5 +1,6 @@
 """``python -m sglang.launch_server --decode-mode mtp`` on CPU: native ``/generate`` and the
-OpenAI-compatible ``/v1/completions``, each with per-request ``custom_params``."""
+OpenAI-compatible ``/v1/completions``, each with per-request ``custom_params``, whole and
+streamed."""
 
 from __future__ import annotations
 
@@ -81,3 +82,37 @@ def test_sgl_function_with_per_gen_mtp_settings(server):
     # Meaningful: the per-gen, endpoint and server settings give different outputs here.
     assert ref_a != reference(model, [ids], ["static:2"], 8)[0]
     assert ref_b != reference(model, [ids_b], ["conf_adapt:0.5:3"], 8)[0]
+
+
+def _stream(url, payload):
+    """The ``data:`` events of a server-sent-event response, decoded (``[DONE]`` dropped)."""
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    events = []
+    with urllib.request.urlopen(req, timeout=120) as r:
+        for line in r:
+            line = line.decode().strip()
+            if line.startswith("data:") and line[5:].strip() != "[DONE]":
+                events.append(json.loads(line[5:]))
+    return events
+
+
+def test_streamed_output_equals_the_whole_output(server):
+    # A step emits several tokens: streaming must still deliver exactly the tokens and text of
+    # the non-streamed request, in order, natively and through the OpenAI API.
+    base, model = server.base, server.model
+    tok = tiny_tokenizer()
+    prompt = "abc de"
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    for spec in ("static:3", "verify:3"):
+        ref = reference(model, [ids], [spec], NEW)[0]
+        sampling = {"temperature": 0, "max_new_tokens": NEW, "custom_params": mtp_params(spec)}
+        native = _stream(base + "/generate", {"input_ids": ids, "sampling_params": sampling, "stream": True})
+        assert len(native) > 1 and native[-1]["output_ids"] == ref  # output_ids accumulate
+        chunks = [e["output_ids"] for e in native]
+        assert all(a == b[:len(a)] for a, b in zip(chunks, chunks[1:]))  # each event extends the last
+        assert native[-1]["text"] == tok.decode(ref, skip_special_tokens=True)
+        events = _stream(base + "/v1/completions", {
+            "model": "default", "prompt": prompt, "max_tokens": NEW, "temperature": 0, "stream": True,
+            "custom_params": mtp_params(spec)})
+        text = "".join(e["choices"][0]["text"] for e in events if e.get("choices"))
+        assert text == tok.decode(ref, skip_special_tokens=True), spec
