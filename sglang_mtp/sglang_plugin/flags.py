@@ -279,11 +279,12 @@ def check_no_hidden_states(server_args) -> None:
     at a stride of W + 1. An MTP forward has the masks among its prefill rows and W rows per
     request in decode, a step's tokens predicted at rows that depend on the request's state,
     so every request after the first in a batch would get other rows' states."""
-    flag = ("--enable-return-hidden-states" if getattr(server_args, "enable_return_hidden_states", False)
-            else "--return-hidden-states-mode " + str(server_args.return_hidden_states_mode)
-            if getattr(server_args, "return_hidden_states_mode", None) not in (None, "none") else None)
-    if flag is not None:
-        raise MTPStartupError(
-            f"--decode-mode mtp cannot return hidden states ({flag}): a batch's requests would get "
-            "each other's rows. Serve hidden states from a server without --decode-mode mtp"
-        )
+    mode = getattr(server_args, "return_hidden_states_mode", None)
+    if getattr(server_args, "enable_return_hidden_states", False):
+        flag = "--enable-return-hidden-states"
+    elif mode not in (None, "none"):
+        flag = f"--return-hidden-states-mode {mode}"
+    else:
+        return
+    raise MTPStartupError(f"--decode-mode mtp cannot return hidden states ({flag}): a batch's requests would get "
+                          "each other's rows. Serve hidden states from a server without --decode-mode mtp")
