@@ -66,6 +66,16 @@ def run_engine(tmp_path: Path, name: str, model_path, jobs, mtp=None, engine=Non
     return data
 
 
+def assert_idle_pool(flush, probe, before=None):
+    """After a cache flush (``flush``: the runner's flush result), SGLang's next idle check
+    (``probe``) saw no leak and every KV slot free; ``before``: an idle check taken before the
+    requests, which must have seen the same."""
+    assert flush["flushed"], flush
+    assert probe.get("leak") is False and probe["available"] == probe["total"], probe
+    if before is not None:
+        assert before.get("leak") is False and before["available"] == probe["available"], (before, probe)
+
+
 def output_ids(result):
     """The token lists of a generate / staggered job's result (fails on a rejected job)."""
     assert "error" not in result, result

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.models import random_prompts
-from tests.sglang.harness import build_checkpoint, mtp_params, output_ids, reference, run_engine
+from tests.sglang.harness import assert_idle_pool, build_checkpoint, mtp_params, output_ids, reference, run_engine
 
 CHUNK = 32
 NEW = 24
@@ -49,7 +49,4 @@ def test_chunked_prompts_decode_like_the_reference(run, job, group):
 
 
 def test_no_kv_slot_leaks_with_chunked_prefill(run):
-    before, after = run["res"][1], run["res"][5]
-    assert run["res"][4]["flushed"]
-    assert not before["leak"] and not after["leak"], (before, after)
-    assert after["available"] == before["available"] == after["total"], (before, after)
+    assert_idle_pool(run["res"][4], run["res"][5], before=run["res"][1])

@@ -11,7 +11,7 @@ import pytest
 
 from tests.models import random_prompts, tiny_tokenizer
 from sglang_mtp.decode import generate
-from tests.sglang.harness import build_checkpoint, mtp_params, output_ids, reference, run_engine
+from tests.sglang.harness import assert_idle_pool, build_checkpoint, mtp_params, output_ids, reference, run_engine
 
 K_MAX = 4
 NEW = 24
@@ -181,7 +181,4 @@ def test_forward_passes_reported_per_request(run):
 
 
 def test_no_kv_slot_leaks(run):
-    before, after = run["res"][0], run["res"][16]
-    assert run["res"][15]["flushed"]
-    assert not before["leak"] and not after["leak"], (before, after)
-    assert after["available"] == before["available"] == after["total"], (before, after)
+    assert_idle_pool(run["res"][15], run["res"][16], before=run["res"][0])

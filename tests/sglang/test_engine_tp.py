@@ -18,7 +18,7 @@ import os
 import pytest
 
 from tests.models import random_prompts
-from tests.sglang.harness import build_checkpoint, mtp_params, output_ids, reference, run_engine
+from tests.sglang.harness import assert_idle_pool, build_checkpoint, mtp_params, output_ids, reference, run_engine
 
 NEW = 20
 STRATEGIES = ["ntp", "static:3", "conf_adapt:0.5:4", "conf_adapt:0.9:4", "verify:4", "verify:2"]
@@ -77,9 +77,7 @@ def test_seeded_sampling_and_fallback_under_tp2(run):
 
 
 def test_no_kv_slot_leaks_under_tp2(run):
-    assert run["res"][3]["flushed"]
-    probe = run["res"][4]
-    assert not probe["leak"] and probe["available"] == probe["total"], probe
+    assert_idle_pool(run["res"][3], run["res"][4])
 
 
 @pytest.fixture(scope="module")
@@ -101,4 +99,4 @@ def test_auto_budget_under_tp2_stays_lossless(auto_run):
     res = auto_run["res"]
     assert output_ids(res[0]) == auto_run["ref"][:1]
     assert output_ids(res[1]) == auto_run["ref"]
-    assert res[2]["flushed"] and not res[3]["leak"] and res[3]["available"] == res[3]["total"], res[3]
+    assert_idle_pool(res[2], res[3])

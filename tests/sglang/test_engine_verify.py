@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.models import random_prompts
-from tests.sglang.harness import build_checkpoint, reference, run_engine
+from tests.sglang.harness import assert_idle_pool, build_checkpoint, reference, run_engine
 
 NEW = 20
 
@@ -46,9 +46,7 @@ def test_verify_equals_plain_sglang_and_reference(ckpt):
         assert got["output_ids"] == want["output_ids"]
         assert [t for _, t in got["logprobs"]] == [t for _, t in want["logprobs"]]
         assert max(abs(a - b) for (a, _), (b, _) in zip(got["logprobs"], want["logprobs"])) < 1e-4
-    assert verify[3]["flushed"]
-    probe = verify[4]
-    assert not probe["leak"] and probe["available"] == probe["total"], probe
+    assert_idle_pool(verify[3], verify[4])
 
 
 def test_retracted_requests_finish_losslessly_without_leaks(ckpt):
@@ -70,7 +68,7 @@ def test_retracted_requests_finish_losslessly_without_leaks(ckpt):
     assert [o["finish_reason"] for o in outs] == ["length"] * len(prompts)
     assert all(len(o["output_ids"]) == 60 for o in outs)
     assert [o["output_ids"] for o in outs[:8]] == reference(model, prompts[:8], ["ntp"] * 8, 60)
-    assert not probe["leak"] and probe["available"] == probe["total"], probe
+    assert_idle_pool(out[1], probe)
 
 
 def test_checkpoint_without_mask_token_refused_at_startup(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from sglang_mtp.width import WidthPolicy
 from tests.models import random_prompts
-from tests.sglang.harness import build_checkpoint, mtp_params, reference, run_engine
+from tests.sglang.harness import assert_idle_pool, build_checkpoint, mtp_params, reference, run_engine
 
 K_MAX, BUDGET, NEW = 4, 24, 16
 
@@ -119,9 +119,7 @@ def test_plain_logprob_batches_run_at_width_one(run):
 
 
 def test_no_kv_leak(run):
-    assert run["res"][-2]["flushed"]
-    probe = run["res"][-1]
-    assert probe.get("leak") is False and probe["available"] == probe["total"], probe
+    assert_idle_pool(run["res"][-2], run["res"][-1])
 
 
 @pytest.fixture(scope="module")
@@ -139,5 +137,4 @@ def test_auto_budget_serves_lossless_output(auto_run):
     assert alone["output_ids"] == want[0] and [o["output_ids"] for o in many] == want
     assert alone["widths"] and all(o["widths"] for o in many if len(o["output_ids"]) > 1)
     assert set(alone["widths"]) <= {"1", "3", "7"}
-    probe = auto_run["res"][-1]
-    assert auto_run["res"][-2]["flushed"] and probe["leak"] is False and probe["available"] == probe["total"]
+    assert_idle_pool(auto_run["res"][-2], auto_run["res"][-1])
