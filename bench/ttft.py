@@ -3,8 +3,10 @@
     python bench/ttft.py --cpu-smoke --model toy
     python bench/ttft.py --model /path/ckpt --modes ntp,conf_adapt:0.9:8 --server-args "--disable-overlap-schedule"
 
-All servers start together; then, one request at a time (concurrency 1), each prompt is sent
-to every mode in turn (the order rotates each round) as a streaming ``/generate``. TTFT is the
+Every mode has a server of its own (``plain@SPEC`` too: a second server of mode SPEC whose
+requests are all ``{"mtp": false}``), and all start together; then, one request at a time
+(concurrency 1), each prompt is sent to every mode in turn (the order rotates from one prompt
+to the next) as a streaming ``/generate``. TTFT is the
 time to the first streamed chunk; the prefix cache is flushed before each request, so every
 request runs its whole prefill. Only the server being measured runs: the others are
 stopped (SIGSTOP) while it serves, because idle SGLang schedulers poll. Because neighbouring requests of different modes see the
@@ -36,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="local HF checkpoint with the <MTP> token, 'toy' or 'smollm2'")
     p.add_argument("--modes", default="ntp,conf_adapt:0.9:6,verify:6",
-                   help="first mode is the baseline; 'plain@SPEC' adds SPEC's server with {\"mtp\": false} requests")
+                   help="first mode is the baseline; 'plain@SPEC' adds a server of mode SPEC whose requests "
+                   "are all {\"mtp\": false}")
     p.add_argument("--prompts", default=None, help="JSONL file, 'toy' or 'toy:N' (N worked examples before each "
                    "problem: longer prompts); default: the model's own set (toy, smollm2) or the built-in one")
     p.add_argument("--prompt-format", default="auto", choices=prompts.FORMATS)
@@ -74,15 +77,25 @@ def resolve(args):
         len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in args.texts)}
     if min(args.num_prompts, args.rounds, args.max_new_tokens) < 1:
         raise ValueError("--num-prompts, --rounds and --max-new-tokens must be >= 1")
-    specs = [m.strip() for m in args.modes.split(",") if m.strip()]
-    args.plain_requests = {m[len(PLAIN):] for m in specs if m.startswith(PLAIN)}
-    servers = list(dict.fromkeys(m[len(PLAIN):] if m.startswith(PLAIN) else m for m in specs))  # one per config
-    args.mode_list = modes.parse_modes(",".join(servers))
+    args.specs = list(dict.fromkeys(m.strip() for m in args.modes.split(",") if m.strip()))
+    if args.specs and args.specs[0].startswith(PLAIN):
+        raise ValueError("--modes: the first mode is the baseline; it cannot be a plain@ mode")
+    # One server per mode, plain@SPEC included (its own server with SPEC's flags): a mode that
+    # shared a server would often be measured right after that server's last request, warm,
+    # while every other mode's server had just been woken from SIGSTOP.
+    configs = modes.parse_modes(",".join(dict.fromkeys(_config(m) for m in args.specs)))
+    by_spec = {m.spec: m for m in configs}
+    args.mode_list = [by_spec[_config(m)] for m in args.specs]
     if args.out is None:
         args.out = ROOT / "bench" / "results" / time.strftime("ttft-%Y%m%d-%H%M%S")
 
 
-PLAIN = "plain@"  # "plain@conf_adapt:0.9:6": that MTP server, every request {"mtp": false}
+PLAIN = "plain@"  # "plain@conf_adapt:0.9:6": a server of that mode, every request {"mtp": false}
+
+
+def _config(spec: str) -> str:
+    """The server mode of a ``--modes`` entry (``plain@X`` runs a server of mode X)."""
+    return spec[len(PLAIN):] if spec.startswith(PLAIN) else spec
 
 
 def one(url: str, payload: dict) -> client.RequestResult:
@@ -98,23 +111,20 @@ def only(servers, spec) -> None:
     time.sleep(0.05)  # let the woken server settle back into its idle loop
 
 
-def measure(servers, payloads, rounds: int, plain=()) -> dict:
-    """TTFT samples per mode: ``{spec: [[seconds per prompt] per round]}``; a mode of ``plain``
-    is measured twice: as itself and with every request ``{"mtp": false}`` (``plain@`` + spec)."""
-    targets = {s: (s, None) for s in servers}
-    targets.update({PLAIN + s: (s, {"mtp": False}) for s in plain})
-    specs = list(targets)
+def measure(servers, payloads, rounds: int) -> dict:
+    """TTFT samples per mode: ``{spec: [[seconds per prompt] per round]}``. ``servers`` maps
+    each mode to its own server; a ``plain@`` mode's requests are all ``{"mtp": false}``."""
+    specs = list(servers)
     samples = {s: [[None] * len(payloads) for _ in range(rounds)] for s in specs}
     for r in range(rounds):
         for i, payload in enumerate(payloads):
             k = (r + i) % len(specs)
             for spec in specs[k:] + specs[:k]:
-                name, custom = targets[spec]
-                only(servers, name)
-                servers[name].post("/flush_cache?timeout=30")  # a real prefill, not a prefix-cache hit
-                body = payload if custom is None else dict(
-                    payload, sampling_params=dict(payload["sampling_params"], custom_params=custom))
-                res = one(servers[name].url, body)
+                only(servers, spec)
+                servers[spec].post("/flush_cache?timeout=30")  # a real prefill, not a prefix-cache hit
+                body = payload if not spec.startswith(PLAIN) else dict(
+                    payload, sampling_params=dict(payload["sampling_params"], custom_params={"mtp": False}))
+                res = one(servers[spec].url, body)
                 if not res.ok or res.ttft is None:
                     raise RuntimeError(f"{spec}: request failed: {res.error}")
                 samples[spec][r][i] = res.ttft
@@ -153,22 +163,23 @@ def main(argv=None) -> int:
     env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")} if args.device == "cpu" else None
     servers = {}
     try:
-        for mode in args.mode_list:
+        for spec, mode in zip(args.specs, args.mode_list):
             port = server.free_port()
             cmd = server.server_command(args.model, port, mode.server_flags(), args.device,
                                         shlex.split(args.server_args))
-            servers[mode.spec] = server.Server(cmd, port, args.out / (mode.spec.replace(":", "_") + ".log"), env=env)
-            servers[mode.spec].start()
+            servers[spec] = server.Server(cmd, port, args.out / (spec.replace(":", "_").replace("@", "_") + ".log"),
+                                          env=env)
+            servers[spec].start()
         for srv in servers.values():
             srv.wait_healthy(args.start_timeout)
-        measure(servers, payloads[:2], 1, args.plain_requests)  # warm-up
-        samples = measure(servers, payloads, args.rounds, args.plain_requests)
+        measure(servers, payloads[:2], 1)  # warm-up
+        samples = measure(servers, payloads, args.rounds)
     finally:
         for srv in servers.values():
             if srv.proc is not None:
                 os.killpg(srv.proc.pid, signal.SIGCONT)
             srv.stop()
-    base = args.mode_list[0].spec
+    base = args.specs[0]
     summary = summarize(samples, base)
     md = table(summary, base)
     cmd = "python bench/ttft.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))

@@ -26,16 +26,34 @@ def test_every_prompt_goes_to_every_mode_plain_requests_included(monkeypatch):
 
     monkeypatch.setattr(ttft, "one", one)
     servers = {name: SimpleNamespace(url=name, post=lambda path, n=name: flushed.append(n))
-               for name in ("ntp", "conf_adapt:0.9:6")}
+               for name in ("ntp", "conf_adapt:0.9:6", "plain@conf_adapt:0.9:6")}
     payloads = [client.generate_payload(t, 8) for t in ("a", "b")]
-    samples = ttft.measure(servers, payloads, 2, plain={"conf_adapt:0.9:6"})
-    assert set(samples) == {"ntp", "conf_adapt:0.9:6", "plain@conf_adapt:0.9:6"}
+    samples = ttft.measure(servers, payloads, 2)
+    assert set(samples) == set(servers)
     assert len(sent) == 2 * 2 * 3 and len(flushed) == len(sent)  # the cache is flushed before every request
     plain = [s for s in sent if s[2] is not None]
-    assert len(plain) == 4 and all(s[0] == "conf_adapt:0.9:6" and s[2] == {"mtp": False} for s in plain)
+    assert len(plain) == 4 and all(s[0] == "plain@conf_adapt:0.9:6" and s[2] == {"mtp": False} for s in plain)
     assert all("custom_params" not in p["sampling_params"] for p in payloads)  # payloads not mutated
     assert sent[0][0] != sent[3][0]  # the mode order rotates from one prompt to the next
     assert samples["ntp"] == [[0.5, 0.5], [0.5, 0.5]]
+
+
+def test_a_plain_mode_gets_a_server_of_its_own(monkeypatch, tmp_path):
+    # Sharing its mode's server, a plain@ request was often measured right after that
+    # server's own request (warm) while every other server had just been woken: biased.
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: _WordTokenizer())
+    args = ttft.build_parser().parse_args(["--model", str(tmp_path), "--prompts", "toy", "--out", str(tmp_path),
+                                           "--modes", "ntp,conf_adapt:0.9:6,verify:6,plain@conf_adapt:0.9:6"])
+    ttft.resolve(args)
+    assert args.specs == ["ntp", "conf_adapt:0.9:6", "verify:6", "plain@conf_adapt:0.9:6"]
+    assert [m.spec for m in args.mode_list] == ["ntp", "conf_adapt:0.9:6", "verify:6", "conf_adapt:0.9:6"]
+    assert args.mode_list[3].server_flags() == args.mode_list[1].server_flags()
+    args = ttft.build_parser().parse_args(["--model", str(tmp_path), "--prompts", "toy", "--out", str(tmp_path),
+                                           "--modes", "plain@verify:6,ntp"])
+    with pytest.raises(ValueError, match="baseline"):
+        ttft.resolve(args)
 
 
 class _WordTokenizer:
