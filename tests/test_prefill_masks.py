@@ -176,6 +176,31 @@ def test_block_rows_ride_the_processors_lm_head_call(dp_attention, everyone, mon
         assert lp.calls == [8 if everyone else 3 + 8] and box["row0"] is True
 
 
+def test_one_masked_request_takes_its_block_as_a_slice():
+    for counts, want in (([3], [4, 5, 6, 7]), ([0, 2, 0], [6, 7, 8])):
+        last_rows = [4] if len(counts) == 1 else [1, 6, 12]
+        box = prefill_masks.block_rows(last_rows, counts)
+        assert isinstance(box["rows"], slice) and box["K"] == len(want)
+        assert torch.arange(20)[box["rows"]].tolist() == want
+
+
+@pytest.mark.parametrize("everyone", [True, False])
+def test_a_slice_of_block_rows_rides_the_processors_lm_head_call(everyone, monkeypatch):
+    LogitsMetadata = pytest.importorskip("sglang.srt.layers.logits_processor").LogitsMetadata
+    monkeypatch.setattr(LogitsMetadata, "from_forward_batch", staticmethod(lambda meta: meta))
+    hook, lp, weight, hidden = _installed(False)
+    box = prefill_masks.block_rows([1, 6] if not everyone else [6], [0, 4] if not everyone else [4])  # rows 6-10
+    last = [1, 10] if not everyone else [10]
+    hook.begin(box)
+    out = lp.forward(None, hidden, None, {"last_rows": torch.tensor(last)})
+    hook.end()
+    torch.testing.assert_close(box["logits"], hidden[6:11] @ weight.T)
+    want = hidden[[1, 6] if not everyone else [6]] @ weight.T
+    want[:, 3] = float("-inf")
+    torch.testing.assert_close(out.next_token_logits, want)
+    assert lp.calls == [5 if everyone else 2 + 5] and box["row0"] is True
+
+
 def test_prefill_logits_without_masks_and_outside_prefills():
     hook, lp, weight, hidden = _installed()
     meta = {"last_rows": torch.tensor([4, 11])}

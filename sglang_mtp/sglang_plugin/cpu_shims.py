@@ -3,7 +3,8 @@
 Applied only when no CUDA device is present (the CI machines), except the torch_native
 TARGET_VERIFY attention (:mod:`.verify_attention`), applied wherever that backend is used. Each hook
 says why it exists. None of them changes results: they replace Triton/CUDA-only helpers
-with plain-torch equivalents or skip a GPU-only warm-up.
+with plain-torch equivalents, skip a GPU-only warm-up, or skip the profiler range of a
+device-to-host copy that has nothing to copy.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ TARGETS = {
     "assign": "sglang.srt.mem_cache.allocation.assign_req_to_token_pool_func",
     "verify_attn": "sglang.srt.layers.attention.torch_native_backend.TorchNativeAttnBackend.forward_extend",
     "tp_group": "sglang.srt.distributed.parallel_state.GroupCoordinator.__init__",
+    "result_copy": "sglang.srt.managers.utils.GenerationBatchResult.copy_to_cpu",
 }
 # GroupCoordinator's device communicators: CUDA-only (NCCL, custom all-reduce, ...).
 GPU_COMMUNICATORS = ("use_pynccl", "use_mscclpp", "use_custom_allreduce", "use_torch_symm_mem_all_reduce")
@@ -38,7 +40,8 @@ def register() -> list:
     HookRegistry.register(TARGETS["kv_copy"], _skip_kv_copy_warmup, HookType.REPLACE)
     HookRegistry.register(TARGETS["assign"], _assign_req_to_token_pool_torch, HookType.REPLACE)
     HookRegistry.register(TARGETS["tp_group"], _gloo_group_without_gpu_communicators, HookType.AROUND)
-    return targets + [TARGETS["kv_copy"], TARGETS["assign"], TARGETS["tp_group"]]
+    HookRegistry.register(TARGETS["result_copy"], _result_already_on_host, HookType.AROUND)
+    return targets + [TARGETS["kv_copy"], TARGETS["assign"], TARGETS["tp_group"], TARGETS["result_copy"]]
 
 
 def _stub_vllm_custom_ops() -> None:
@@ -95,6 +98,39 @@ def _gloo_group_without_gpu_communicators(original, self, *args, **kwargs):
     if str(kwargs.get("torch_distributed_backend", "")) == "gloo":
         kwargs.update({name: False for name in GPU_COMMUNICATORS if name in kwargs})
     return original(self, *args, **kwargs)
+
+
+def _result_already_on_host(original, self, return_logprob, return_hidden_states=True):
+    # Why: without a GPU a forward's results are host tensors already, so SGLang's
+    # GenerationBatchResult.copy_to_cpu copies nothing (its async_d2h hands host tensors
+    # back as they are). What it does cost is its profiler range: the first
+    # torch.profiler.record_function after a forward takes 60-90 us on these CPUs, and
+    # every speculative step calls copy_to_cpu (plain decoding without overlap calls none),
+    # so an MTP server paid it on each request's time to first token. This keeps the two
+    # effects that remain on the host (auxiliary outputs, the copy_done event) and skips
+    # the range; a result holding any device tensor takes SGLang's copy.
+    if not _all_on_host(self, return_logprob, return_hidden_states):
+        return original(self, return_logprob, return_hidden_states)
+    self.copy_auxiliary_output_to_cpu()
+    self.copy_done.record()
+
+
+def _all_on_host(result, return_logprob, return_hidden_states) -> bool:
+    out = result.logits_output
+    if not _on_host(result.next_token_ids):
+        return False
+    tensors = [result.accept_lens, result.block_accept_lens, result.cap_lens]
+    if out is not None and return_hidden_states:
+        tensors.append(out.hidden_states)
+    if return_logprob or any(h is not None for h in (
+            getattr(out, "sampling_mask_output", None), result.routed_experts_output,
+            result.indexer_topk_output, result.expert_distribution_metrics)):
+        return False  # lists of tensors and holders: SGLang's own walk over them
+    return all(t is None or _on_host(t) for t in tensors)
+
+
+def _on_host(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.device.type == "cpu"
 
 
 def _verify_attention_around(original, self, q, k, v, layer, forward_batch, save_kv_cache=True):

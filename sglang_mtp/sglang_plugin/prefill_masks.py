@@ -129,9 +129,13 @@ def _mask_ids(mask_id: int, length: int, like: torch.Tensor) -> torch.Tensor:
 def block_rows(last_rows, counts) -> dict:
     """The requests with masks (``sel``), their largest block ``K``, and the flat rows of
     their blocks (``rows`` int64 [len(sel) * K]: last prompt row, then the mask rows; a shorter
-    block repeats its last row, which its scan never reads). Host arithmetic, one tensor."""
+    block repeats its last row, which its scan never reads). Host arithmetic, one tensor; a
+    single block is a run of consecutive rows, so its ``rows`` is a slice (indexing with it
+    is a view, not a gather: the one-request prefill is the time-to-first-token case)."""
     sel = [i for i, m in enumerate(counts) if m]
     K = max(counts) + 1
+    if len(sel) == 1:
+        return {"sel": sel, "K": K, "rows": slice(last_rows[sel[0]], last_rows[sel[0]] + K)}
     rows = [last_rows[i] + min(j, counts[i]) for i in sel for j in range(K)]
     return {"sel": sel, "K": K, "rows": torch.tensor(rows, dtype=torch.int64)}
 
@@ -143,7 +147,7 @@ class PrefillLogits:
     exactly as before. During one, the processor's rows get ``<MTP>`` at -inf (t1 is never the
     mask), so in an all-greedy batch SGLang's own argmax is t1; and with ``box`` (the masks rode
     the prefill, :func:`block_rows`) it also computes the logits of the flat hidden-state rows
-    ``box["rows"]`` (int64 [N], ``box["K"]`` per request of ``box["sel"]``) into
+    ``box["rows"]`` (int64 [N] or a slice, ``box["K"]`` per request of ``box["sel"]``) into
     ``box["logits"]`` [N, V]. Those rows ride the processor's own lm_head call (one read of the
     lm_head weights: on a small model that read is a good part of a short prefill), and that
     call also puts each masked request's block row 0 (its last prompt row, which predicts t1)
@@ -173,7 +177,8 @@ class PrefillLogits:
             return self._forward(input_ids, hidden_states, lm_head, logits_metadata, *args, **kwargs)
         box = self.box
         if box is not None:
-            self._states = hidden_states[box["rows"].to(hidden_states.device)]
+            rows = box["rows"]
+            self._states = hidden_states[rows if isinstance(rows, slice) else rows.to(hidden_states.device)]
         out = self._forward(input_ids, hidden_states, lm_head, logits_metadata, *args, **kwargs)
         if box is not None and self._states is not None:  # the processor's call did not take them
             from sglang.srt.layers.logits_processor import LogitsMetadata

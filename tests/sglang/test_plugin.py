@@ -401,3 +401,51 @@ def test_prefill_block_tokens_are_emitted_first():
     out, n, last = _prepend(emitted, emit_len, pending, count, W)
     assert out.tolist() == [[41, 42, 7, 0, 0, 1], [8, 9, 0, 0, 0, 2], [61, 5, 6, 0, 0, 3]]
     assert n.tolist() == [3, 2, 3] and n.dtype == torch.int32 and last.tolist() == [7, 9, 6]
+
+
+class _Event:
+    def __init__(self):
+        self.recorded = 0
+
+    def record(self):
+        self.recorded += 1
+
+
+class _Auxiliary:
+    def copy_to_host(self, copy):
+        return ("on host", copy(torch.ones(2)).tolist())
+
+
+def _batch_result(ids, **fields):
+    from sglang.srt.layers.logits_processor import LogitsProcessorOutput
+    from sglang.srt.managers.utils import GenerationBatchResult
+
+    out = LogitsProcessorOutput(next_token_logits=torch.zeros(1, 4), auxiliary_device_output=_Auxiliary())
+    result = GenerationBatchResult(logits_output=out, next_token_ids=ids, **fields)
+    result.copy_done = _Event()
+    return result
+
+
+def test_result_copy_of_host_tensors_keeps_its_effects_without_the_copy():
+    ids, accept = torch.tensor([5, 7]), torch.ones(2, dtype=torch.int32)
+    result = _batch_result(ids, accept_lens=accept)
+    original = []
+    cpu_shims._result_already_on_host(lambda *a: original.append(a), result, False, False)
+    assert original == []  # SGLang's copy (and its profiler range) did not run
+    assert result.next_token_ids is ids and result.accept_lens is accept  # nothing to copy on the host
+    assert result.auxiliary_host_output == ("on host", [1.0, 1.0])  # its auxiliary outputs still move
+    assert result.logits_output.auxiliary_device_output is None
+    assert result.copy_done.recorded == 1
+
+
+@pytest.mark.parametrize("case", ["device ids", "device accept lengths", "no ids", "logprobs", "device hidden states"])
+def test_result_copy_takes_sglangs_path_unless_every_tensor_is_on_the_host(case):
+    meta = torch.empty(2, device="meta")
+    ids = {"device ids": meta, "no ids": None}.get(case, torch.tensor([5, 7]))
+    result = _batch_result(ids, accept_lens=meta if case == "device accept lengths" else None)
+    if case == "device hidden states":
+        result.logits_output.hidden_states = meta
+    original = []
+    cpu_shims._result_already_on_host(lambda *a: original.append(a), result, case == "logprobs", True)
+    assert original == [(result, case == "logprobs", True)]
+    assert result.copy_done.recorded == 0 and result.auxiliary_host_output is None
