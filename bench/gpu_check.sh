@@ -128,6 +128,14 @@ grep -E "^(SKIP|OK|FAILED|level )|MTP graphs|MTP graph memory|MTP worker" "$ENGI
 if ! grep -q "^SKIP" "$ENGINE_LOG"; then
   grep -q "MTP graphs decode width 1" "$ENGINE_LOG" || { echo "no DECODE graph set was built"; RC[engine_graphs]=1; }
 fi
+# Triton runs every step at the full width; on an MTP server it allocates no verify mask
+TRITON_LOG="$RESULTS_DIR/gpu_engine_check_triton_${STAMP}.log"
+timeout "${ENGINE_TIMEOUT:-400}" "$PY" bench/gpu_engine_check.py --attention-backend triton > "$TRITON_LOG" 2>&1
+RC[engine_triton]=$?
+grep -E "^(SKIP|OK|FAILED|level )|MTP: no Triton verify mask|MTP worker" "$TRITON_LOG"
+if ! grep -q "^SKIP" "$TRITON_LOG"; then
+  grep -q "MTP: no Triton verify mask" "$TRITON_LOG" || { echo "Triton allocated its verify mask"; RC[triton_mask]=1; }
+fi
 
 # --- tests ---------------------------------------------------------------------------------
 timeout "${TEST_TIMEOUT:-200}" "$PY" -m pytest -q -rA tests/test_confidence_scan.py tests/test_mtp_step.py tests/test_sampling.py

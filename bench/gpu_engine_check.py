@@ -14,6 +14,9 @@ random MTP model (or ``--model``), then checks what the CPU CI cannot:
    accepts few drafts);
 5. overlap scheduling is still on (the plugin turns it off on a CPU only).
 
+gpu_check.sh runs it twice: on FlashInfer (narrower widths, the sync-free plan) and on Triton
+(always the full width; its log must say the verify mask was not allocated, verify_mask.py).
+
 Prints SKIP and exits 0 where SGLang cannot be imported (the lent GPU machines have none).
 """
 

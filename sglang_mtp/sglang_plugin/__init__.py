@@ -10,8 +10,9 @@ helper), ``spec`` (the ``MTP`` algorithm), ``worker`` + ``state`` (the decoding 
 committed KV length truthful), ``params`` (per-request ``custom_params``), ``plain`` (all-plain decode
 steps), ``metrics`` (``mtp_forward_passes``), ``graphs``
 (CUDA-graph capture), ``width_graphs`` (graphs per width), ``flashinfer_plan`` (sync-free
-FlashInfer verify plan), ``isolation`` (prefills skip SGLang's batch snapshot), ``cpu_shims``
-(CPU-only compatibility), ``client`` (``sgl.function``).
+FlashInfer verify plan), ``isolation`` (prefills skip SGLang's batch snapshot), ``headroom``
+and ``verify_mask`` (SGLang's buffers sized for MTP), ``cpu_shims`` (CPU-only compatibility),
+``client`` (``sgl.function``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def register() -> None:
 def _register_hooks() -> list:
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
-    from . import commit, cpu_shims, flags, flashinfer_plan, graphs, headroom, isolation, metrics, params
+    from . import commit, cpu_shims, flags, flashinfer_plan, graphs, headroom, isolation, metrics, params, verify_mask
 
     hooks = [
         ("sglang.srt.server_args.ServerArgs.add_cli_args", flags.add_cli_args),
@@ -65,7 +66,9 @@ def _register_hooks() -> list:
     for target, fn in hooks:
         HookRegistry.register(target, fn, HookType.AFTER)
     HookRegistry.register(isolation.TARGET, isolation.isolation_around, HookType.AROUND)
-    return [t for t, _ in hooks] + [isolation.TARGET] + cpu_shims.register() + graphs.register() + flashinfer_plan.register()
+    HookRegistry.register(verify_mask.TARGET, verify_mask.no_verify_mask, HookType.AROUND)
+    return ([t for t, _ in hooks] + [isolation.TARGET, verify_mask.TARGET] + cpu_shims.register() + graphs.register()
+            + flashinfer_plan.register())
 
 
 def _apply_and_verify(targets) -> None:

@@ -15,7 +15,8 @@ import torch
 
 from tests.sglang.harness import REPO  # noqa: F401  (skips the module without SGLang)
 
-from sglang_mtp.sglang_plugin import commit, cpu_shims, flags, graphs, headroom, metrics, params, register, spec  # noqa: E402
+from sglang_mtp.sglang_plugin import (  # noqa: E402
+    commit, cpu_shims, flags, graphs, headroom, metrics, params, register, spec, verify_mask)
 from sglang_mtp.sampling import Sampling  # noqa: E402
 from sglang_mtp.strategy import Strategy  # noqa: E402
 
@@ -40,7 +41,7 @@ def test_register_applies_every_hook():
 
     register()
     assert spec.SETUP_ERRORS == []
-    for target in [commit.TARGET, headroom.TARGET, metrics.TARGET, *cpu_shims.TARGETS.values(),
+    for target in [commit.TARGET, headroom.TARGET, metrics.TARGET, verify_mask.TARGET, *cpu_shims.TARGETS.values(),
                    *graphs.TARGETS.values()]:
         assert target in HookRegistry._patched, target
     algo = SpeculativeAlgorithm.from_string("mtp")
@@ -308,6 +309,30 @@ def test_request_rows_hold_a_decode_steps_reserve_for_mtp(monkeypatch, algorithm
     monkeypatch.setattr(sizing, "get_alloc_reserve_per_decode", lambda: 30)
     monkeypatch.setattr(sizing, "get_alloc_page_size", lambda: page)
     assert headroom.widen_rows(extra) == wide
+
+
+@pytest.mark.parametrize("algorithm, kept", [("MTP", False), ("EAGLE", True)])
+def test_triton_graph_state_has_no_verify_mask_on_mtp_servers(monkeypatch, caplog, algorithm, kept):
+    # SGLang's Triton backend, as far as its CUDA-graph set-up goes (a partial instance on
+    # the CPU): on MTP servers it gets no verify mask, which MTP's causal verify never reads;
+    # EAGLE keeps its max_bs * W * (context + W) buffer.
+    from sglang.srt.layers.attention import triton_backend
+    from sglang.srt.mem_cache import allocation_sizing as sizing
+
+    register()
+    monkeypatch.setattr(sizing, "get_spec", lambda: SimpleNamespace(speculative_algorithm=algorithm))
+    backend = object.__new__(triton_backend.TritonAttnBackend)
+    for name, value in dict(dllm_attention=None, num_head=2, max_kv_splits=2, v_head_dim=4, swa_v_head_dim=None,
+                            lean_total_programs=1, lean_block_m=1, device="cpu", max_context_len=64,
+                            is_draft_runner=False, skip_prefill=False, num_draft_tokens=5, sliding_window_size=None,
+                            use_sliding_window_kv_pool=False).items():
+        setattr(backend, name, value)
+    with caplog.at_level("INFO", logger=verify_mask.__name__):
+        backend.init_cuda_graph_state(4, 20)
+    if kept:
+        assert backend.verify_mask.buffer.numel() == 4 * 5 * (64 + 5) and not caplog.records
+    else:  # the log line bench/gpu_check.sh looks for on a Triton Engine
+        assert backend.verify_mask is None and "MTP: no Triton verify mask" in caplog.text
 
 
 def test_commit_hook_makes_committed_length_count_real_kv_only():
