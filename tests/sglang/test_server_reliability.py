@@ -1,4 +1,5 @@
-"""No request can take an MTP server down: the known reproductions, a fuzz run, bad start-up flags.
+"""No request can take an MTP server down: the known reproductions, a fuzz run, aborted
+requests, bad start-up flags.
 
 Every test talks HTTP to the session's ONE live server (``conftest.server``); the fuzz test
 ends with SGLang's idle KV-pool check and a greedy request checked against the reference.
@@ -6,10 +7,12 @@ ends with SGLang's idle KV-pool check and a greedy request checked against the r
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -137,3 +140,85 @@ def test_fuzzed_requests_never_take_the_server_down(server):
         "input_ids": prompts, "sampling_params": {"temperature": 0, "max_new_tokens": 12}})
     assert status == 200
     assert [b["output_ids"] for b in body] == reference(server.model, prompts, ["conf_adapt:0.5:3"] * 2, 12)
+
+
+# -- aborts ------------------------------------------------------------------------------
+# Clients go away mid-stream and operators abort requests: each aborted request must give back
+# its KV slots and leave no MTP state behind in its request-pool row for the next request.
+ABORT_MODES = [{"mtp": {"strategy": "verify"}}, {"mtp": {"strategy": "conf_adapt", "threshold": 0.3}},
+               {"mtp": {"strategy": "static", "k": 2}}, {"mtp": False}, {}]
+
+
+def _open_stream(base, i, rid=None):
+    """A streamed request of 200 tokens (mode i % 5; sampled when i % 3 == 2) and its first event."""
+    url = urlsplit(base)
+    sampling = {"max_new_tokens": 200, "ignore_eos": True, "custom_params": ABORT_MODES[i % len(ABORT_MODES)]}
+    if i % 3 == 2:
+        sampling.update(temperature=0.8, sampling_seed=i)
+    body = {"input_ids": [3 + (i * 7 + j) % 37 for j in range(2 + i % 20)], "sampling_params": sampling,
+            "stream": True, **({"rid": rid} if rid else {})}
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+    conn.request("POST", "/generate", json.dumps(body), {"Content-Type": "application/json"})
+    stream = conn.getresponse()
+    assert stream.status == 200
+    return conn, stream, _next_event(stream)
+
+
+def _next_event(stream):
+    while True:
+        line = stream.readline()
+        if not line:
+            return None
+        if line.startswith(b"data:") and line.strip() != b"data: [DONE]":
+            return json.loads(line[5:])
+
+
+def _last_event(stream):
+    last = None
+    while (event := _next_event(stream)) is not None:
+        last = event
+    return last
+
+
+def test_aborted_requests_leave_no_slots_or_state_behind(server):
+    base = server.base
+    # 1. Clients that drop the connection after their first event, 16 at a time.
+    def drop(i):
+        conn, _, first = _open_stream(base, i)
+        conn.close()
+        return first is not None
+
+    with ThreadPoolExecutor(16) as pool:
+        assert all(pool.map(drop, range(48)))
+    # 2. /abort_request by rid while each request is decoding: its stream ends "abort".
+    def abort_one(i):
+        conn, stream, first = _open_stream(base, i, rid=f"abort-test-{i}")
+        assert first is not None and post(base + "/abort_request", {"rid": f"abort-test-{i}"})[0] == 200
+        last = _last_event(stream) or first
+        conn.close()
+        return last["meta_info"]["finish_reason"]["type"], len(last["output_ids"])
+
+    with ThreadPoolExecutor(8) as pool:
+        ends = list(pool.map(abort_one, range(16)))
+    assert all(kind == "abort" and n < 200 for kind, n in ends), ends
+    # 3. abort_all with eight requests decoding.
+    opened = [_open_stream(base, i) for i in range(8)]
+    assert post(base + "/abort_request", {"abort_all": True})[0] == 200
+    for conn, stream, first in opened:
+        assert (_last_event(stream) or first)["meta_info"]["finish_reason"]["type"] == "abort"
+        conn.close()
+    assert health(base) == 200
+
+    # Every slot is back (SGLang's idle check, radix cache flushed) ...
+    assert post(base + "/flush_cache", {})[0] == 200
+    idle = probe_idle(server.probe)
+    assert "error" not in idle and not idle["leak"] and idle["available"] == idle["total"], idle
+    # ... and requests reusing the aborted requests' pool rows decode like the reference decoder.
+    prompts = random_prompts(6, seed=11)
+    specs = ["conf_adapt:0.5:3", "verify:3", "static:2"] * 2
+    params = [{}, {"mtp": {"strategy": "verify"}}, {"mtp": {"strategy": "static", "k": 2}}] * 2
+    with ThreadPoolExecutor(6) as pool:
+        outs = list(pool.map(lambda pc: post(base + "/generate", {"input_ids": pc[0], "sampling_params": {
+            "temperature": 0, "max_new_tokens": 20, "custom_params": pc[1]}}), zip(prompts, params)))
+    assert all(status == 200 for status, _ in outs)
+    assert [body["output_ids"] for _, body in outs] == reference(server.model, prompts, specs, 20)
