@@ -10,7 +10,8 @@ bf16 weights (``bench/static_decoder.py``) and a preallocated KV cache of ``ctx`
 tokens. Each (batch, ctx, W) forward is checked (a W-wide forward equals W one-token
 forwards), then captured in a CUDA graph and timed (warm-up, repeats, median of CUDA-event
 timings). Also times ``sglang_mtp.ops.confidence_scan`` on the step's float32 logits
-[batch*W, vocab], and measures the memory-bandwidth floor: (weight bytes [+ KV bytes read])
+[batch*W, vocab], the lm_head over all batch*W rows against the (W+1)/2 block rows per request
+a lossy strategy reads (what a row subset would save), and measures the memory-bandwidth floor: (weight bytes [+ KV bytes read])
 / device copy bandwidth. Output: JSON + markdown with the "free lunch" curve
 time(W)/time(1) and the predicted speed-up ceiling effective_k * time(1)/time(W).
 """
@@ -168,15 +169,31 @@ def time_scan(batch: int, width: int, vocab: int, device: str, graphs: bool):
     return time_fn(fn, device, graphs)[0], None
 
 
+def time_lm_head(model: StaticDecoder, batch: int, width: int, device: str, graphs: bool):
+    """Seconds of the step's lm_head over all batch*W rows, and over the (W+1)/2 rows per
+    request that a lossy strategy's block can reach, gathered first (issue 13, defect D: the
+    plugin computes all W rows; the difference is what a row subset would save)."""
+    hidden = torch.randn(batch * width, model.config.hidden_size, device=device, dtype=model.lm_head.weight.dtype)
+    block = (width + 1) // 2
+    rows = (torch.arange(batch, device=device)[:, None] * width + torch.arange(block, device=device)).reshape(-1)
+    with torch.no_grad():
+        every, _ = time_fn(lambda: model.lm_head(hidden), device, graphs)
+        subset, _ = time_fn(lambda: model.lm_head(hidden.index_select(0, rows)), device, graphs)
+    return every, subset
+
+
 def measure_point(model: StaticDecoder, caches, batch: int, ctx: int, width: int, args) -> dict:
-    """Time one forward of [batch, width] tokens after ``ctx`` cached ones (+ the scan)."""
+    """Time one forward of [batch, width] tokens after ``ctx`` cached ones (+ the scan, and
+    the lm_head over every row vs the block rows)."""
     ids = torch.randint(0, model.config.vocab_size, (batch, width), device=args.device)
     with torch.no_grad():
         t, graphed = time_fn(lambda: model(ids, caches, ctx), args.device, not args.no_graphs)
     scan, note = (None, None) if width == 1 else time_scan(batch, width, model.config.vocab_size,
                                                            args.device, not args.no_graphs)
+    every, subset = (None, None) if width == 1 else time_lm_head(model, batch, width, args.device,
+                                                                 not args.no_graphs)
     return dict(batch=batch, ctx=ctx, width=width, k=(width + 1) // 2, seconds=t, graph=graphed,
-                scan_seconds=scan, scan_note=note)
+                scan_seconds=scan, scan_note=note, lm_head_all_s=every, lm_head_block_s=subset)
 
 
 def bench_model(name: str, cfg: DecoderConfig, args, deadline: float) -> dict:

@@ -3,7 +3,8 @@ results.json`` rebuilds them from the JSON).
 
 Per model: (1) the "free lunch" curve, time(W)/time(1) per (batch, ctx); (2) the predicted
 speed-up ceiling effective_k * time(1)/time(W) for the widths of k_max 8 and 16 (W = 15, 31)
-and each effective k given; (3) the fused confidence_scan's cost per step.
+and each effective k given; (3) the fused confidence_scan's cost per step; (4) the lm_head over
+all W rows vs the block rows a lossy strategy reads.
 """
 
 from __future__ import annotations
@@ -87,8 +88,23 @@ def _model_section(name: str, m: dict, effective_k: List[float], graphs_on: bool
         for (batch, width), group in _group(scans).items():
             share = ", ".join(f"{100 * p['scan_seconds'] / p['seconds']:.1f}% ({p['ctx']})" for p in group)
             lines.append(f"| {batch} | {width} | {group[0]['scan_seconds'] * 1e6:.1f} | {share} |")
+    heads = [p for p in pts if p.get("lm_head_all_s") is not None]
+    if heads:
+        lines += ["", "lm_head over all W rows vs the (W+1)/2 block rows per request a lossy strategy reads "
+                  "(gathered; the saving a row subset would bring, as a share of the forward):", "",
+                  "| batch | W | all rows us | block rows us | saving, % of forward (ctx) |", "|---|---|---|---|---|"]
+        for (batch, width), group in _group(heads).items():
+            share = ", ".join(f"{lm_head_saving(p):.1f}% ({p['ctx']})" for p in group)
+            lines.append(f"| {batch} | {width} | {group[0]['lm_head_all_s'] * 1e6:.1f} | "
+                         f"{group[0]['lm_head_block_s'] * 1e6:.1f} | {share} |")
     lines += [""] + [f"Note: {n}" for n in notes] + ([""] if notes else [])
     return lines
+
+
+def lm_head_saving(point: dict) -> float:
+    """Percent of the point's forward a lossy step would save with the lm_head over its block
+    rows only (negative: the gather costs more than the rows it saves)."""
+    return 100 * (point["lm_head_all_s"] - point["lm_head_block_s"]) / point["seconds"]
 
 
 def _group(points):

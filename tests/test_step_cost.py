@@ -54,6 +54,8 @@ def test_step_cost_tables():
     ceil = step_cost_report.ceilings(pts, [3.3, 3.1])
     assert [r["k_max"] for r in ceil] == [8, 16]
     assert ceil[1]["ceiling"][3.3] == pytest.approx(3.3 / 1.25)
+    assert step_cost_report.lm_head_saving(dict(seconds=0.010, lm_head_all_s=0.002, lm_head_block_s=0.0012)) == (
+        pytest.approx(8.0))
 
 
 def test_step_cost_smoke_runs(tmp_path):
@@ -62,4 +64,7 @@ def test_step_cost_smoke_runs(tmp_path):
     model = result["models"]["tiny"]
     assert [p["width"] for p in model["points"]] == [1, 5] and model["check_rel_diff"] < 1e-4
     assert all(p["seconds"] > 0 for p in model["points"])
-    assert "time(W) / time(1)" in (tmp_path / "step_cost-smoke-cpu.md").read_text()
+    wide = model["points"][1]
+    assert wide["lm_head_all_s"] > 0 and wide["lm_head_block_s"] > 0 and model["points"][0]["lm_head_all_s"] is None
+    md = (tmp_path / "step_cost-smoke-cpu.md").read_text()
+    assert "time(W) / time(1)" in md and "lm_head over all W rows" in md
