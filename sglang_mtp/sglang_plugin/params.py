@@ -150,10 +150,12 @@ def verify_hook(result, sampling_params, *args, **kwargs):
 
 
 def check_prompt(result, tokenizer_manager, obj, input_ids, *args, **kwargs):
-    """AFTER hook on ``TokenizerManager._validate_one_request``: a 400 for prompts that
+    """AFTER hook on ``TokenizerManager._validate_one_request``: a 400 for requests that
     SGLang 0.5.23 accepts and its scheduler then dies on, taking every in-flight request with
-    it (with or without MTP): an empty prompt (``{"text": ""}``) and token ids outside the
-    vocabulary (the prefill's embedding lookup fails)."""
+    it (with or without MTP): an empty prompt (``{"text": ""}``), token ids outside the
+    vocabulary (the prefill's embedding lookup fails) and ill-typed ``session_params``
+    (:func:`check_session_params`)."""
+    check_session_params(getattr(obj, "session_params", None))
     multimodal = any(getattr(obj, f, None) is not None
                      for f in ("input_embeds", "image_data", "video_data", "audio_data"))
     if input_ids is None or multimodal:
@@ -165,3 +167,23 @@ def check_prompt(result, tokenizer_manager, obj, input_ids, *args, **kwargs):
     if bad is not None:
         raise ValueError(f"input_ids holds token id {bad}, outside the model's vocabulary [0, {vocab})")
     return result
+
+
+# SGLang 0.5.23's SessionParams fields and the JSON types each accepts (None: the default).
+_SESSION_FIELDS = {"id": (str,), "rid": (str,), "offset": (int,), "replace": (bool,), "drop_previous_output": (bool,)}
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
+
+
+def check_session_params(session) -> None:
+    """``session_params`` of a request, when it is an object: known fields of the right type.
+    The scheduler looks the id and rid up in dicts and slices the context at ``offset``, so a
+    list or object there (or a string offset) raised in the scheduler and took the server
+    down; an unknown field was a 500. Anything but an object SGLang already refuses."""
+    if not isinstance(session, dict):
+        return
+    for name, value in session.items():
+        if name not in _SESSION_FIELDS:
+            raise ValueError(f"session_params has no field {name!r} (fields: {', '.join(_SESSION_FIELDS)})")
+        kinds = _SESSION_FIELDS[name]
+        if value is not None and (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))):
+            raise ValueError(f"session_params.{name} must be {_TYPE_NAMES[kinds[0]]} or null, got {value!r}")

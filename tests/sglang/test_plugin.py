@@ -221,6 +221,26 @@ def test_prompt_checks(ids, extra, needle):
         assert params.check_prompt("ok", manager, obj, ids) == "ok"
 
 
+@pytest.mark.parametrize("session, needle", [
+    ({"id": {"a": 1}}, "session_params.id must be a string"), ({"id": [1]}, "session_params.id must be a string"),
+    ({"id": "s", "rid": [1]}, "session_params.rid must be a string"),
+    ({"id": "s", "offset": "a"}, "session_params.offset must be an integer"),
+    ({"id": "s", "offset": 1.5}, "offset must be an integer"), ({"id": "s", "offset": True}, "offset must be an integer"),
+    ({"id": "s", "replace": "no"}, "replace must be true or false"), ({"nofield": 1}, "no field 'nofield'"),
+    ({"id": "s", "rid": "r", "offset": 2, "replace": False, "drop_previous_output": True}, None),
+    ({"id": None}, None), ({}, None), (None, None), ("not an object", None),  # SGLang refuses a non-object
+])
+def test_session_params_checks(session, needle):
+    obj = SimpleNamespace(session_params=session, input_embeds=None, image_data=None, video_data=None,
+                          audio_data=None)
+    manager = SimpleNamespace(model_config=SimpleNamespace(vocab_size=10))
+    if needle:
+        with pytest.raises(ValueError, match=needle):
+            params.check_prompt(None, manager, obj, [5])
+    else:
+        assert params.check_prompt("ok", manager, obj, [5]) == "ok"
+
+
 def test_mask_id_outside_the_vocabulary_is_a_startup_error():
     flags.check_mask_in_vocab(0, 10)
     flags.check_mask_in_vocab(9, 10)

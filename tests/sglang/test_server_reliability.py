@@ -1,5 +1,5 @@
-"""No request can take an MTP server down: the known reproductions, a fuzz run, aborted
-requests, bad start-up flags.
+"""No request can take an MTP server down: the known reproductions, sessions, a fuzz run,
+aborted requests, bad start-up flags.
 
 Every test talks HTTP to the session's ONE live server (``conftest.server``); the fuzz test
 ends with SGLang's idle KV-pool check and a greedy request checked against the reference.
@@ -68,6 +68,41 @@ def test_out_of_vocabulary_mask_id_is_a_one_line_startup_error(tmp_path):
     errors = [line for line in out.stderr.splitlines() if "sglang-mtp" in line]
     assert len(errors) == 1 and "--mtp-mask-token-id 99999 is outside the model's vocabulary" in errors[0]
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
+
+
+# -- sessions -------------------------------------------------------------------------
+# SGLang's (non-streaming) sessions: a request continues an earlier one's context. Ill-typed
+# session fields took stock SGLang 0.5.23's scheduler down (ids are dict keys, the offset a
+# slice bound); the plugin refuses them with a 400 naming the field.
+@pytest.mark.parametrize("session, needle", [
+    ({"id": {"a": 1}}, "session_params.id"), ({"id": [1]}, "session_params.id"),
+    ({"rid": {"x": 1}}, "session_params.rid"), ({"rid": [1]}, "session_params.rid"),
+    ({"offset": "a"}, "session_params.offset"), ({"offset": 1.5}, "session_params.offset"),
+    ({"nofield": 1}, "nofield"),
+])
+def test_ill_typed_session_params_are_a_400(server, session, needle):
+    status, body = _generate(server.base, {"max_new_tokens": 4}, session_params=session)
+    assert status == 400 and needle in json.dumps(body), (status, body)
+    assert health(server.base) == 200
+
+
+def test_a_session_continues_like_the_reference_decoder(server):
+    base, model = server.base, server.model
+    status, sid = post(base + "/open_session", {"capacity_of_str_len": 1000})
+    assert status == 200
+    try:
+        p1, p2 = random_prompts(2, seed=3)
+        sampling = {"temperature": 0, "max_new_tokens": 10, "custom_params": {"mtp": {"strategy": "verify"}}}
+        status, first = _generate(base, sampling, input_ids=p1, session_params={"id": sid})
+        assert status == 200
+        status, second = _generate(base, sampling, input_ids=p2,
+                                   session_params={"id": sid, "rid": first["meta_info"]["id"]})
+        assert status == 200
+        context = p1 + first["output_ids"] + p2  # the session's context for the second turn
+        assert first["output_ids"] == reference(model, [p1], ["verify:3"], 10)[0]
+        assert second["output_ids"] == reference(model, [context], ["verify:3"], 10)[0]
+    finally:
+        assert post(base + "/close_session", {"session_id": sid})[0] == 200
 
 
 # -- fuzz --------------------------------------------------------------------------------
