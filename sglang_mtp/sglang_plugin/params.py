@@ -153,9 +153,17 @@ def check_prompt(result, tokenizer_manager, obj, input_ids, *args, **kwargs):
     """AFTER hook on ``TokenizerManager._validate_one_request``: a 400 for requests that
     SGLang 0.5.23 accepts and its scheduler then dies on, taking every in-flight request with
     it (with or without MTP): an empty prompt (``{"text": ""}``), token ids outside the
-    vocabulary (the prefill's embedding lookup fails) and ill-typed ``session_params``
-    (:func:`check_session_params`)."""
+    vocabulary (the prefill's embedding lookup fails), ill-typed ``session_params``
+    (:func:`check_session_params`) and any JSON value as ``positional_embed_overrides``, which
+    the scheduler calls a method of (only the Python API can pass the object it expects)."""
     check_session_params(getattr(obj, "session_params", None))
+    overrides = getattr(obj, "positional_embed_overrides", None)
+    if overrides is not None:
+        from sglang.srt.managers.embed_types import PositionalEmbeds
+
+        if not isinstance(overrides, PositionalEmbeds):
+            raise ValueError("positional_embed_overrides must be a PositionalEmbeds object (Python API only), "
+                             f"got {type(overrides).__name__}")
     multimodal = any(getattr(obj, f, None) is not None
                      for f in ("input_embeds", "image_data", "video_data", "audio_data"))
     if input_ids is None or multimodal:

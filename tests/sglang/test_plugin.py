@@ -232,13 +232,22 @@ def test_prompt_checks(ids, extra, needle):
 ])
 def test_session_params_checks(session, needle):
     obj = SimpleNamespace(session_params=session, input_embeds=None, image_data=None, video_data=None,
-                          audio_data=None)
+                          audio_data=None, positional_embed_overrides=None)
     manager = SimpleNamespace(model_config=SimpleNamespace(vocab_size=10))
     if needle:
         with pytest.raises(ValueError, match=needle):
             params.check_prompt(None, manager, obj, [5])
     else:
         assert params.check_prompt("ok", manager, obj, [5]) == "ok"
+
+
+@pytest.mark.parametrize("value", [{"a": 1}, [1], "x", -1, 1.5])
+def test_positional_embed_overrides_from_json_are_refused(value):
+    obj = SimpleNamespace(session_params=None, input_embeds=None, image_data=None, video_data=None,
+                          audio_data=None, positional_embed_overrides=value)
+    manager = SimpleNamespace(model_config=SimpleNamespace(vocab_size=10))
+    with pytest.raises(ValueError, match="positional_embed_overrides must be a PositionalEmbeds object"):
+        params.check_prompt(None, manager, obj, [5])
 
 
 def test_mask_id_outside_the_vocabulary_is_a_startup_error():

@@ -86,6 +86,15 @@ def test_ill_typed_session_params_are_a_400(server, session, needle):
     assert health(server.base) == 200
 
 
+@pytest.mark.parametrize("value", [{"a": 1}, [1], "x", 1.5])
+def test_positional_embed_overrides_in_json_are_a_400(server, value):
+    # The scheduler calls a method of this field's object: any JSON value took stock SGLang
+    # 0.5.23's scheduler down (found by sending odd values in every request field).
+    status, body = _generate(server.base, {"max_new_tokens": 4}, positional_embed_overrides=value)
+    assert status == 400 and "positional_embed_overrides" in json.dumps(body), (status, body)
+    assert health(server.base) == 200
+
+
 def test_a_session_continues_like_the_reference_decoder(server):
     base, model = server.base, server.model
     status, sid = post(base + "/open_session", {"capacity_of_str_len": 1000})
