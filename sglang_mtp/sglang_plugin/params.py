@@ -25,6 +25,7 @@ from sglang_mtp.strategy import Strategy
 logger = logging.getLogger(__name__)
 
 KEY = "mtp"
+INT32_MAX = 2**31 - 1
 _FIELDS = {"strategy", "threshold", "k_max", "k"}
 _KINDS = ("ntp", "conf_adapt", "static", "verify")
 _WHERE = 'custom_params["mtp"]'
@@ -136,10 +137,15 @@ def verify_hook(result, sampling_params, *args, **kwargs):
     """AFTER hook on ``SamplingParams.verify``: reject bad MTP settings before scheduling.
 
     A non-object ``custom_params`` is rejected on MTP servers only (``SGLANG_MTP_CONFIG`` is
-    published by ``--decode-mode mtp``): a plain server keeps SGLang's own behaviour.
+    published by ``--decode-mode mtp``): a plain server keeps SGLang's own behaviour. A
+    ``top_k`` past int32 is rejected on every server: SGLang 0.5.23 accepts it and its
+    scheduler dies building the batch's int32 top-k tensor.
     """
     from .flags import ENV_CONFIG, MTPConfig
 
+    top_k = getattr(sampling_params, "top_k", None)
+    if isinstance(top_k, int) and top_k > INT32_MAX:
+        raise ValueError(f"top_k must be at most {INT32_MAX} (-1: the whole vocabulary), got {top_k}")
     custom = sampling_params.custom_params
     if os.environ.get(ENV_CONFIG):
         check_custom_params(custom)

@@ -189,6 +189,16 @@ def test_agreeing_k_aliases_are_accepted():
     assert params.parse_request_mtp({"k": 3, "k_max": 3}, DEFAULT, 4) == Strategy.conf_adapt(0.9, 3)
 
 
+@pytest.mark.parametrize("top_k, ok", [(2**31 - 1, True), (1 << 30, True), (-1, True), (2**31, False), (10**12, False)])
+def test_top_k_past_int32_is_refused(top_k, ok):
+    sp = SimpleNamespace(custom_params=None, top_k=top_k)
+    if ok:
+        assert params.verify_hook("ok", sp) == "ok"
+    else:
+        with pytest.raises(ValueError, match="top_k must be at most 2147483647"):
+            params.verify_hook(None, sp)
+
+
 @pytest.mark.parametrize("custom", [[{"mtp": {"k_max": 100}}], "mtp", 5, 1.5, True])
 def test_non_object_custom_params_rejected_on_an_mtp_server(custom, monkeypatch):
     monkeypatch.setenv(flags.ENV_CONFIG, flags.MTPConfig(k_max=4).to_env())

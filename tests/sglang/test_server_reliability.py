@@ -86,6 +86,14 @@ def test_ill_typed_session_params_are_a_400(server, session, needle):
     assert health(server.base) == 200
 
 
+def test_top_k_past_int32_is_a_400(server):
+    # SGLang 0.5.23 accepted it and its scheduler died building the batch's int32 top-k tensor.
+    status, body = _generate(server.base, {"max_new_tokens": 4, "top_k": 10**12})
+    assert status == 400 and "top_k must be at most 2147483647" in json.dumps(body), (status, body)
+    assert _generate(server.base, {"max_new_tokens": 4, "top_k": 2**31 - 1})[0] == 200
+    assert health(server.base) == 200
+
+
 @pytest.mark.parametrize("value", [{"a": 1}, [1], "x", 1.5])
 def test_positional_embed_overrides_in_json_are_a_400(server, value):
     # The scheduler calls a method of this field's object: any JSON value took stock SGLang
