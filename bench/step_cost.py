@@ -11,8 +11,8 @@ tokens. Each (batch, ctx, W) forward is checked (a W-wide forward equals W one-t
 forwards), then captured in a CUDA graph and timed (warm-up, repeats, median of CUDA-event
 timings). Also times ``sglang_mtp.ops.confidence_scan`` on the step's float32 logits
 [batch*W, vocab], the lm_head over all batch*W rows against the (W+1)/2 block rows per request
-a lossy strategy reads (what a row subset would save), and measures the memory-bandwidth floor: (weight bytes [+ KV bytes read])
-/ device copy bandwidth. Output: JSON + markdown with the "free lunch" curve
+a lossy strategy reads (what a row subset would save), and measures the memory-bandwidth
+floor: (weight bytes [+ KV bytes read]) / device copy bandwidth. Output: JSON + markdown with the "free lunch" curve
 time(W)/time(1) and the predicted speed-up ceiling effective_k * time(1)/time(W).
 """
 

@@ -216,14 +216,18 @@ def test_scheduler_never_raises_on_request_settings(custom):
         (DEFAULT, False, None, 0) if not isinstance(custom, dict) else (Strategy.ntp(), False, None, 0))
 
 
+def _request(**fields):
+    """A request as ``check_prompt`` sees it: the fields it reads, None unless given."""
+    return SimpleNamespace(**{**{name: None for name in ("input_embeds", "image_data", "video_data", "audio_data",
+                                                         "session_params", "positional_embed_overrides")}, **fields})
+
+
 @pytest.mark.parametrize("ids, extra, needle", [
     ([], {}, "prompt is empty"), ([5], {}, None), ([0, 9], {}, None), ([5, 10], {}, "token id 10, outside"),
     ([-1], {}, "token id -1, outside"), (None, {"input_embeds": [[0.1]]}, None), ([], {"image_data": ["x"]}, None),
 ])
 def test_prompt_checks(ids, extra, needle):
-    obj = SimpleNamespace(**{"input_embeds": None, "image_data": None, "video_data": None, "audio_data": None,
-                             **extra})
-    manager = SimpleNamespace(model_config=SimpleNamespace(vocab_size=10))
+    obj, manager = _request(**extra), SimpleNamespace(model_config=SimpleNamespace(vocab_size=10))
     if needle:
         with pytest.raises(ValueError, match=needle):
             params.check_prompt(None, manager, obj, ids)
@@ -235,15 +239,14 @@ def test_prompt_checks(ids, extra, needle):
     ({"id": {"a": 1}}, "session_params.id must be a string"), ({"id": [1]}, "session_params.id must be a string"),
     ({"id": "s", "rid": [1]}, "session_params.rid must be a string"),
     ({"id": "s", "offset": "a"}, "session_params.offset must be an integer"),
-    ({"id": "s", "offset": 1.5}, "offset must be an integer"), ({"id": "s", "offset": True}, "offset must be an integer"),
+    ({"id": "s", "offset": 1.5}, "offset must be an integer"),
+    ({"id": "s", "offset": True}, "offset must be an integer"),
     ({"id": "s", "replace": "no"}, "replace must be true or false"), ({"nofield": 1}, "no field 'nofield'"),
     ({"id": "s", "rid": "r", "offset": 2, "replace": False, "drop_previous_output": True}, None),
     ({"id": None}, None), ({}, None), (None, None), ("not an object", None),  # SGLang refuses a non-object
 ])
 def test_session_params_checks(session, needle):
-    obj = SimpleNamespace(session_params=session, input_embeds=None, image_data=None, video_data=None,
-                          audio_data=None, positional_embed_overrides=None)
-    manager = SimpleNamespace(model_config=SimpleNamespace(vocab_size=10))
+    obj, manager = _request(session_params=session), SimpleNamespace(model_config=SimpleNamespace(vocab_size=10))
     if needle:
         with pytest.raises(ValueError, match=needle):
             params.check_prompt(None, manager, obj, [5])
@@ -253,8 +256,7 @@ def test_session_params_checks(session, needle):
 
 @pytest.mark.parametrize("value", [{"a": 1}, [1], "x", -1, 1.5])
 def test_positional_embed_overrides_from_json_are_refused(value):
-    obj = SimpleNamespace(session_params=None, input_embeds=None, image_data=None, video_data=None,
-                          audio_data=None, positional_embed_overrides=value)
+    obj = _request(positional_embed_overrides=value)
     manager = SimpleNamespace(model_config=SimpleNamespace(vocab_size=10))
     with pytest.raises(ValueError, match="positional_embed_overrides must be a PositionalEmbeds object"):
         params.check_prompt(None, manager, obj, [5])
