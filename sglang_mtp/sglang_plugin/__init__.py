@@ -67,8 +67,9 @@ def _register_hooks() -> list:
         HookRegistry.register(target, fn, HookType.AFTER)
     HookRegistry.register(isolation.TARGET, isolation.isolation_around, HookType.AROUND)
     HookRegistry.register(verify_mask.TARGET, verify_mask.no_verify_mask, HookType.AROUND)
-    return ([t for t, _ in hooks] + [isolation.TARGET, verify_mask.TARGET] + cpu_shims.register() + graphs.register()
-            + flashinfer_plan.register())
+    HookRegistry.register(commit.SESSION_TARGET, commit.session_keeps_real_kv, HookType.AROUND)
+    return ([t for t, _ in hooks] + [isolation.TARGET, verify_mask.TARGET, commit.SESSION_TARGET] + cpu_shims.register()
+            + graphs.register() + flashinfer_plan.register())
 
 
 def _apply_and_verify(targets) -> None:

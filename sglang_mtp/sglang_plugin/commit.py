@@ -16,6 +16,14 @@ released right after this hook, so the radix cache only ever keys real-token KV;
 of the uncommitted tail stay reserved and are freed with the request
 (``_release_overallocated_kv_indices``). No device sync: the column rides in the D2H copy
 SGLang already makes.
+
+Streaming sessions (``--enable-streaming-session``) keep a finished turn's KV for the next
+turn and set its committed length to the prompt plus every output token, bounded only by the
+allocated length. On an MTP server the allocated length runs past the real KV (a step's
+reserve, whose positions hold mask-input KV or nothing), so the next turn read that as its
+context: on the toy, turns after the first decoded differently from the same context sent
+whole, plain requests included. :func:`session_keeps_real_kv` bounds it by the committed
+length this module kept; the next turn re-prefills the rest.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ TARGET = (
     "sglang.srt.managers.scheduler_components.batch_result_processor."
     "SchedulerBatchResultProcessor._resolve_spec_v2_tokens"
 )
+SESSION_TARGET = "sglang.srt.session.streaming_session.StreamingSession.try_cache_finished_req"
 
 
 def keep_column(result):
@@ -50,3 +59,16 @@ def correct_committed_lengths(predict_tokens, processor, result, batch, *args, *
             continue
         req.kv.kv_committed_len += kept - len(tokens)
     return predict_tokens
+
+
+def session_keeps_real_kv(original, session, req, *args, **kwargs):
+    """AROUND hook on ``StreamingSession.try_cache_finished_req``: on MTP servers the kept
+    record's committed length never exceeds the real KV the request committed."""
+    from sglang.srt.mem_cache import allocation_sizing as sizing
+
+    kv = getattr(req, "kv", None)
+    real = getattr(kv, "kv_committed_len", None)
+    kept = original(session, req, *args, **kwargs)
+    if kept and real is not None and sizing.get_spec().speculative_algorithm == ALGORITHM:
+        kv.kv_committed_len = min(kv.kv_committed_len, real)
+    return kept

@@ -72,6 +72,19 @@ def _staggered(eng, job):
     return {"outputs": [_summary(o) for o in outs]}
 
 
+def _session(eng, job):
+    """One session (streaming unless ``job["streaming"]`` is false): each of ``job["turns"]``
+    in turn, continuing the session, with its own sampling params; then closed."""
+    sid = eng.open_session(capacity_of_str_len=4096, streaming=job.get("streaming", True))
+    outs = []
+    try:
+        for ids, params in zip(job["turns"], job["sampling_params"]):
+            outs.append(_summary(eng.generate(input_ids=ids, sampling_params=params, session_params={"id": sid})))
+    finally:
+        eng.close_session(sid)
+    return {"outputs": outs}
+
+
 def _flush(eng, tries: int = 20):
     # SGLang refuses to flush while requests are still being finalised: retry briefly.
     for _ in range(tries):
@@ -104,7 +117,7 @@ def main(spec_path: str):
                                                  "results": []}))
         return
     startup = time.time() - t0
-    ops = {"generate": _generate, "staggered": _staggered}
+    ops = {"generate": _generate, "staggered": _staggered, "session": _session}
     try:
         for job in spec["jobs"]:
             if job["op"] == "flush":

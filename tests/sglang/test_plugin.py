@@ -41,8 +41,8 @@ def test_register_applies_every_hook():
 
     register()
     assert spec.SETUP_ERRORS == []
-    for target in [commit.TARGET, headroom.TARGET, metrics.TARGET, verify_mask.TARGET, *cpu_shims.TARGETS.values(),
-                   *graphs.TARGETS.values()]:
+    for target in [commit.TARGET, commit.SESSION_TARGET, headroom.TARGET, metrics.TARGET, verify_mask.TARGET,
+                   *cpu_shims.TARGETS.values(), *graphs.TARGETS.values()]:
         assert target in HookRegistry._patched, target
     algo = SpeculativeAlgorithm.from_string("mtp")
     assert isinstance(algo, spec.MTPSpecAlgo) and algo.supports_overlap
