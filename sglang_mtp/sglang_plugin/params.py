@@ -160,9 +160,11 @@ def check_prompt(result, tokenizer_manager, obj, input_ids, *args, **kwargs):
     SGLang 0.5.23 accepts and its scheduler then dies on, taking every in-flight request with
     it (with or without MTP): an empty prompt (``{"text": ""}``), token ids outside the
     vocabulary (the prefill's embedding lookup fails), ill-typed ``session_params``
-    (:func:`check_session_params`) and any JSON value as ``positional_embed_overrides``, which
-    the scheduler calls a method of (only the Python API can pass the object it expects)."""
+    (:func:`check_session_params`), any JSON value as ``positional_embed_overrides``, which
+    the scheduler calls a method of (only the Python API can pass the object it expects), and
+    logprob requests the sampler cannot serve (:func:`check_logprob_args`)."""
     check_session_params(getattr(obj, "session_params", None))
+    check_logprob_args(obj, tokenizer_manager.model_config.vocab_size)
     overrides = getattr(obj, "positional_embed_overrides", None)
     if overrides is not None:
         from sglang.srt.managers.embed_types import PositionalEmbeds
@@ -201,3 +203,15 @@ def check_session_params(session) -> None:
         kinds = _SESSION_FIELDS[name]
         if value is not None and (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))):
             raise ValueError(f"session_params.{name} must be {_TYPE_NAMES[kinds[0]]} or null, got {value!r}")
+
+
+def check_logprob_args(obj, vocab: int) -> None:
+    """``top_logprobs_num`` above the vocabulary (OpenAI's ``logprobs``; the sampler's top-k
+    over the vocabulary raises) and a ``logprob_start_len`` below -1 (-1: from the first
+    output token) both took the scheduler down."""
+    top = getattr(obj, "top_logprobs_num", None)
+    if getattr(obj, "return_logprob", False) and isinstance(top, int) and top > vocab:
+        raise ValueError(f"top_logprobs_num (logprobs) must be at most the vocabulary size {vocab}, got {top}")
+    start = getattr(obj, "logprob_start_len", None)
+    if isinstance(start, int) and start < -1:
+        raise ValueError(f"logprob_start_len must be -1 (output tokens only) or at least 0, got {start}")

@@ -219,7 +219,9 @@ def test_scheduler_never_raises_on_request_settings(custom):
 def _request(**fields):
     """A request as ``check_prompt`` sees it: the fields it reads, None unless given."""
     return SimpleNamespace(**{**{name: None for name in ("input_embeds", "image_data", "video_data", "audio_data",
-                                                         "session_params", "positional_embed_overrides")}, **fields})
+                                                         "session_params", "positional_embed_overrides",
+                                                         "return_logprob", "top_logprobs_num", "logprob_start_len")},
+                              **fields})
 
 
 @pytest.mark.parametrize("ids, extra, needle", [
@@ -260,6 +262,22 @@ def test_positional_embed_overrides_from_json_are_refused(value):
     manager = SimpleNamespace(model_config=SimpleNamespace(vocab_size=10))
     with pytest.raises(ValueError, match="positional_embed_overrides must be a PositionalEmbeds object"):
         params.check_prompt(None, manager, obj, [5])
+
+
+@pytest.mark.parametrize("fields, needle", [
+    (dict(return_logprob=True, top_logprobs_num=11), "top_logprobs_num \\(logprobs\\) must be at most the vocabulary size 10"),
+    (dict(return_logprob=True, top_logprobs_num=10**12), "must be at most the vocabulary size"),
+    (dict(return_logprob=True, top_logprobs_num=10), None), (dict(return_logprob=False, top_logprobs_num=11), None),
+    (dict(return_logprob=True, logprob_start_len=-5), "logprob_start_len must be -1"),
+    (dict(return_logprob=True, logprob_start_len=-1), None), (dict(return_logprob=True, logprob_start_len=3), None),
+])
+def test_logprob_checks(fields, needle):
+    obj, manager = _request(**fields), SimpleNamespace(model_config=SimpleNamespace(vocab_size=10))
+    if needle:
+        with pytest.raises(ValueError, match=needle):
+            params.check_prompt(None, manager, obj, [5])
+    else:
+        assert params.check_prompt("ok", manager, obj, [5]) == "ok"
 
 
 def test_mask_id_outside_the_vocabulary_is_a_startup_error():

@@ -86,6 +86,22 @@ def test_ill_typed_session_params_are_a_400(server, session, needle):
     assert health(server.base) == 200
 
 
+@pytest.mark.parametrize("request_, needle", [
+    ({"return_logprob": True, "top_logprobs_num": 10**12}, "top_logprobs_num"),
+    ({"return_logprob": True, "logprob_start_len": -5}, "logprob_start_len"),
+])
+def test_logprob_requests_the_sampler_cannot_serve_are_a_400(server, request_, needle):
+    # Both took stock SGLang 0.5.23's scheduler down (top-k past the vocabulary in the sampler).
+    status, body = _generate(server.base, {"max_new_tokens": 4}, **request_)
+    assert status == 400 and needle in json.dumps(body), (status, body)
+    assert health(server.base) == 200
+    # OpenAI's `logprobs` is the same field
+    status, body = post(server.base + "/v1/completions", {"model": "default", "prompt": "ab", "max_tokens": 2,
+                                                           "logprobs": 10**6})
+    assert status == 400 and "top_logprobs_num" in json.dumps(body), (status, body)
+    assert health(server.base) == 200
+
+
 def test_top_k_past_int32_is_a_400(server):
     # SGLang 0.5.23 accepted it and its scheduler died building the batch's int32 top-k tensor.
     status, body = _generate(server.base, {"max_new_tokens": 4, "top_k": 10**12})
