@@ -73,9 +73,9 @@ def _staggered(eng, job):
 
 
 def _session(eng, job):
-    """One session (streaming unless ``job["streaming"]`` is false): each of ``job["turns"]``
-    in turn, continuing the session, with its own sampling params; then closed."""
-    sid = eng.open_session(capacity_of_str_len=4096, streaming=job.get("streaming", True))
+    """One streaming session: each of ``job["turns"]`` in turn, continuing the session, with
+    its own sampling params; then closed."""
+    sid = eng.open_session(capacity_of_str_len=4096, streaming=True)
     outs = []
     try:
         for ids, params in zip(job["turns"], job["sampling_params"]):

@@ -86,19 +86,17 @@ def test_ill_typed_session_params_are_a_400(server, session, needle):
     assert health(server.base) == 200
 
 
-@pytest.mark.parametrize("request_, needle", [
-    ({"return_logprob": True, "top_logprobs_num": 10**12}, "top_logprobs_num"),
-    ({"return_logprob": True, "logprob_start_len": -5}, "logprob_start_len"),
+@pytest.mark.parametrize("path, request_, needle", [
+    ("/generate", {"return_logprob": True, "top_logprobs_num": 10**12}, "top_logprobs_num"),
+    ("/generate", {"return_logprob": True, "logprob_start_len": -5}, "logprob_start_len"),
+    ("/v1/completions", {"model": "default", "prompt": "ab", "logprobs": 10**6}, "top_logprobs_num"),  # the same field
 ])
-def test_logprob_requests_the_sampler_cannot_serve_are_a_400(server, request_, needle):
-    # Both took stock SGLang 0.5.23's scheduler down (top-k past the vocabulary in the sampler).
-    status, body = _generate(server.base, {"max_new_tokens": 4}, **request_)
-    assert status == 400 and needle in json.dumps(body), (status, body)
-    assert health(server.base) == 200
-    # OpenAI's `logprobs` is the same field
-    status, body = post(server.base + "/v1/completions", {"model": "default", "prompt": "ab", "max_tokens": 2,
-                                                           "logprobs": 10**6})
-    assert status == 400 and "top_logprobs_num" in json.dumps(body), (status, body)
+def test_logprob_requests_the_sampler_cannot_serve_are_a_400(server, path, request_, needle):
+    # Each took stock SGLang 0.5.23's scheduler down (top-k past the vocabulary in the sampler).
+    body = {**request_, "max_tokens": 2} if path != "/generate" else {
+        "input_ids": [5, 6, 7], "sampling_params": {"max_new_tokens": 4}, **request_}
+    status, reply = post(server.base + path, body)
+    assert status == 400 and needle in json.dumps(reply), (status, reply)
     assert health(server.base) == 200
 
 
