@@ -137,7 +137,7 @@ class MTPWorker(BaseSpecWorker):
     # -- prefill ---------------------------------------------------------------------------
     def _prefill(self, batch, on_publish):
         plans = [request_strategy(r, self.default_strategy) for r in batch.reqs]
-        blocks, cap = self._first_blocks(plans)
+        blocks, cap = self._first_blocks(plans, [tokens_left(r) for r in batch.reqs])
         counts = prefill_masks.mask_counts(batch, blocks, self.token_to_kv_pool_allocator, self.page_size,
                                            self.req_to_token_pool.req_to_token.shape[1], self.max_position) if (
             blocks and self.prefill_logits is not None) else None
@@ -169,18 +169,24 @@ class MTPWorker(BaseSpecWorker):
         result.speculative_num_draft_tokens = self.width
         return result
 
-    def _first_blocks(self, plans):
+    def _first_blocks(self, plans, left=None):
         """(each request's first block size (1 = no masks), the block cap): its k, capped like
         any block (sglang_mtp.width.step_cap) by the width policy's cap for the batch it will
         decode in, the running requests and this prefill's (:func:`live_requests`). Capped for
         the prefill batch alone, a request joining a busy server would bring a block wider than
         the running batch's cap, and the next decode step of the whole batch would be wider.
+        ``left``: the tokens each request may still emit (:func:`tokens_left`); a block is
+        capped by them too, since rows past them could only predict tokens the request never
+        emits (row j sees only the inputs before it, so the rows kept are unchanged).
         No blocks when no request of the batch decodes with MTP."""
         if not any(p.strategy.k > 1 and not p.fallback for p in plans):
             return [], ops.NO_CAP
         adaptive = self.narrow() and self.policy.adaptive
         cap = self.policy.cap(live_requests(self.req_to_token_pool, len(plans))) if adaptive else MAX_K
-        return [1 if p.fallback else step_cap(p.strategy.k, cap) for p in plans], cap
+        blocks = [1 if p.fallback else step_cap(p.strategy.k, cap) for p in plans]
+        if left is not None:
+            blocks = [min(b, max(1, n)) for b, n in zip(blocks, left)]
+        return blocks, cap
 
     def _admit(self, batch, result, plans, raw_logits, box, blocks, cap, hooked):
         """The prefill's first token of each request: the argmax with <MTP> suppressed, or
@@ -418,6 +424,13 @@ class MTPWorker(BaseSpecWorker):
         row0 = logits.view(B, width, -1)[:, 0].clone()  # [B, V]
         row0.index_fill_(1, self.mask_index, float("-inf"))  # <MTP> is never emitted
         return plain.sample(self.model_runner, batch, row0, positions[:, 0])
+
+
+def tokens_left(req) -> int:
+    """The tokens a request may still emit: its ``max_new_tokens`` less its output so far
+    (a retracted request resumes with some), or MAX_K when it sets none."""
+    limit = req.sampling_params.max_new_tokens
+    return MAX_K if limit is None else int(limit) - len(req.output_ids)
 
 
 def live_requests(req_to_token_pool, prefilling: int) -> int:

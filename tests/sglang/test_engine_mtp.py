@@ -38,8 +38,10 @@ def run(tmp_path_factory):
     a_real_kv = len(pa) + sum(ref_a_full.chunks[:-1])  # chunks[i]: tokens emitted by pass i
     pb = pa + ref_a + prompts[0][:3]
     ref_b = reference(model, [pb], ["static:4"], NEW)[0]
-    budgets = [1, 2, 5]
-    ref_budget = [reference(model, [prompts[1]], ["static:4"], b)[0] for b in budgets]
+    # (strategy, max_new_tokens): a first block is capped by the tokens the request may emit
+    budgets = [("static:4", 1), ("static:4", 2), ("static:4", 5), ("verify:4", 2), ("verify:4", 3),
+               ("conf_adapt:0.5:4", 3)]
+    ref_budget = [reference(model, [prompts[1]], [s], b)[0] for s, b in budgets]
     long_prompt = random_prompts(1, seed=5, min_len=248, max_len=248)[0]  # context is 256
     ref_long = reference(model, [long_prompt] * 2, ["static:4", "verify:4"], 8)
     stagger = ["verify:4", "static:4", "conf_adapt:0.5:4", "ntp"]
@@ -56,8 +58,8 @@ def run(tmp_path_factory):
          "sampling_params": [greedy(NEW, mtp_params(s)) for s in stagger]},
         {"op": "generate", "input_ids": [prompts[2]],  # 3: stop token
          "sampling_params": greedy(NEW, mtp_params("static:4"), stop_token_ids=[stop_tok])},
-        {"op": "generate", "input_ids": [prompts[1]] * 3,  # 4: max_new_tokens
-         "sampling_params": [greedy(b, mtp_params("static:4")) for b in budgets]},
+        {"op": "generate", "input_ids": [prompts[1]] * len(budgets),  # 4: max_new_tokens
+         "sampling_params": [greedy(b, mtp_params(s)) for s, b in budgets]},
         {"op": "flush"},  # 5: so that request B can only reuse request A's KV
         {"op": "generate", "input_ids": [pa], "sampling_params": greedy(11, mtp_params("static:4"))},  # 6
         {"op": "generate", "input_ids": [pb], "sampling_params": greedy(NEW, mtp_params("static:4"))},  # 7
@@ -114,7 +116,7 @@ def test_stop_token_ends_output_inclusive(run):
 def test_max_new_tokens_cuts_output(run):
     got = output_ids(run["res"][4])
     assert got == run["ref_budget"]
-    assert [len(g) for g in got] == [1, 2, 5]
+    assert [len(g) for g in got] == [1, 2, 5, 2, 3, 3]
 
 
 def test_prefix_cache_never_serves_mask_input_kv(run):
