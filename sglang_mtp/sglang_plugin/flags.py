@@ -288,3 +288,53 @@ def check_no_hidden_states(server_args) -> None:
         return
     raise MTPStartupError(f"--decode-mode mtp cannot return hidden states ({flag}): a batch's requests would get "
                           "each other's rows. Serve hidden states from a server without --decode-mode mtp")
+
+
+def check_supported_setup(server_args) -> None:
+    """Refuse at start-up the parallel and disaggregated set-ups an MTP step would hang in or
+    serve wrongly, each with the flag that asked for it:
+    - data-parallel attention: the ranks of a tensor-parallel group then hold different
+      batches, while rank 0's accept decisions are broadcast over the whole group
+      (rank_sync.py) and the masks in a prefill are tokens SGLang's cross-rank token counts
+      do not include;
+    - pipeline parallelism: a step's accept decision needs the logits of the last stage on
+      every stage;
+    - ``--enable-layernorm-sp``: a prefill's hidden states are split by sequence where the
+      logits processor reads the masks' rows;
+    - prefill/decode disaggregation: the decode server never sees the prefill that starts a
+      request's MTP state."""
+    reasons = []
+    attn_dp = getattr(server_args, "attn_dp_size", None)
+    if getattr(server_args, "enable_dp_attention", False) or (isinstance(attn_dp, int) and attn_dp > 1):
+        reasons.append("data-parallel attention (--enable-dp-attention / --attn-dp-size): the ranks hold different "
+                       "batches, and rank 0's accept decisions are broadcast to every rank")
+    pp = getattr(server_args, "pp_size", 1)
+    if isinstance(pp, int) and pp > 1:
+        reasons.append(f"pipeline parallelism (--pp-size {pp}): each step's accept decision needs the last stage's "
+                       "logits on every stage")
+    if getattr(server_args, "enable_layernorm_sp", False):
+        reasons.append("--enable-layernorm-sp: a prefill's hidden states are split by sequence where the masks' "
+                       "rows are read")
+    mode = getattr(server_args, "disaggregation_mode", None)
+    if mode not in (None, "null"):
+        reasons.append(f"--disaggregation-mode {mode}: a decode server never sees the prefill that starts a "
+                       "request's MTP state")
+    if reasons:
+        raise MTPStartupError("--decode-mode mtp does not support " + "; nor ".join(reasons)
+                              + ". Serve this set-up without --decode-mode mtp")
+
+
+def check_attention_only(model_config) -> None:
+    """Refuse models with recurrent (Mamba, linear-attention) layers: the masks of a prefill
+    and of every decode step would advance their recurrent state, which, unlike mask KV, is
+    not overwritten by the next step's real tokens."""
+    try:
+        from sglang.srt.configs.hybrid_arch import mambaish_config
+
+        recurrent = mambaish_config(model_config) is not None
+    except (ImportError, AttributeError):
+        return  # an SGLang without these configs has no such models either
+    if recurrent:
+        name = type(getattr(model_config, "hf_config", None)).__name__
+        raise MTPStartupError(f"--decode-mode mtp cannot serve a model with recurrent layers ({name}): the "
+                              "<MTP> masks would advance its recurrent state. Serve it without --decode-mode mtp")

@@ -13,7 +13,8 @@ import logging
 from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 from sglang.srt.speculative.spec_registry import CustomSpecAlgo, get_spec
 
-from .flags import ALGORITHM, CPU_OVERLAP_ENV, MTPConfig, check_cuda_kernels, check_no_hidden_states, cpu_overlap_off
+from .flags import (ALGORITHM, CPU_OVERLAP_ENV, MTPConfig, check_cuda_kernels, check_no_hidden_states,
+                    check_supported_setup, cpu_overlap_off)
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class MTPSpecAlgo(CustomSpecAlgo):
                         "would only delay each step's tokens by one forward); %s=1 keeps it", CPU_OVERLAP_ENV)
         check_cuda_kernels(server_args.device)
         check_no_hidden_states(server_args)
+        check_supported_setup(server_args)
         _check_mask_token(server_args.model_path, server_args.tokenizer_path, cfg.mask_token_id)
 
 

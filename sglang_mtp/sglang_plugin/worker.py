@@ -49,7 +49,7 @@ from sglang_mtp.width import AutoWidthPolicy, step_cap
 
 from . import calibrate, plain, prefill_masks, width_graphs
 from .rank_sync import sync_from_rank0, tp_broadcast
-from .flags import MTPConfig, check_cuda_kernels, check_mask_in_vocab, resolve_mask_token_id
+from .flags import MTPConfig, check_attention_only, check_cuda_kernels, check_mask_in_vocab, resolve_mask_token_id
 from .params import request_strategy
 from .patching import overriding
 from .spec_input import MTPRelay, MTPVerifyInput
@@ -84,6 +84,7 @@ class MTPWorker(BaseSpecWorker):
         )
         check_cuda_kernels(str(self.device))  # defence in depth: the launcher checked it too
         check_mask_in_vocab(self.mask_id, self.model_runner.model_config.vocab_size)
+        check_attention_only(self.model_runner.model_config)
         self.max_position = self.model_runner.model_config.context_len
         self.mask_index = torch.tensor([self.mask_id], dtype=torch.int64, device=self.device)
         self.state = None

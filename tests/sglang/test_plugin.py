@@ -460,16 +460,47 @@ def test_the_algorithm_turns_overlap_off_on_a_cpu(monkeypatch):
     ({"return_hidden_states_mode": None}, None), ({"return_hidden_states_mode": "none"}, None),
 ])
 def test_hidden_state_returns_are_refused_at_start_up(monkeypatch, extra, needle):
+    _start_up(monkeypatch, {"enable_return_hidden_states": False, "return_hidden_states_mode": None, **extra}, needle)
+
+
+def _start_up(monkeypatch, extra, needle):
+    """The launcher's server-argument hook on ``extra``: refused with ``needle`` in the message,
+    or (needle None) accepted."""
     monkeypatch.delenv(flags.ENV_CONFIG, raising=False)
     args = SimpleNamespace(**{"speculative_num_draft_tokens": None, "device": "cpu", "disable_overlap_schedule": False,
-                              "model_path": None, "tokenizer_path": None, "enable_return_hidden_states": False,
-                              "return_hidden_states_mode": None, **extra})
+                              "model_path": None, "tokenizer_path": None, **extra})
     algo = spec.MTPSpecAlgo("MTP", lambda sa: None)
     if needle is None:
         algo.handle_server_args(args)
     else:
         with pytest.raises(flags.MTPStartupError, match=needle):
             algo.handle_server_args(args)
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ({"enable_dp_attention": True}, "data-parallel attention"),
+    ({"attn_dp_size": 2}, "data-parallel attention"),
+    ({"pp_size": 2}, "pipeline parallelism"),
+    ({"enable_layernorm_sp": True}, "--enable-layernorm-sp"),
+    ({"disaggregation_mode": "decode"}, "--disaggregation-mode decode"),
+    ({"disaggregation_mode": "null", "attn_dp_size": 1, "pp_size": 1, "tp_size": 2}, None),  # plain TP is served
+])
+def test_set_ups_an_mtp_step_would_hang_in_are_refused_at_start_up(monkeypatch, extra, needle):
+    _start_up(monkeypatch, extra, needle)
+
+
+def test_models_with_recurrent_layers_are_refused():
+    # The masks would advance a Mamba / linear-attention layer's state, which the next step's
+    # real tokens do not overwrite (KV slots they do).
+    from sglang.srt.configs import Mamba2Config
+    from transformers import LlamaConfig
+
+    def model_config(hf):
+        return SimpleNamespace(hf_config=hf, is_draft_model=False, linear_attn_registry_result=None)
+
+    with pytest.raises(flags.MTPStartupError, match="recurrent layers \\(Mamba2Config\\)"):
+        flags.check_attention_only(model_config(Mamba2Config()))
+    flags.check_attention_only(model_config(LlamaConfig()))  # attention only: served
 
 
 def test_prefill_block_tokens_are_emitted_first():
