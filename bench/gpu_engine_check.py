@@ -12,7 +12,10 @@ random MTP model (or ``--model``), then checks what the CPU CI cannot:
    gpu_check.sh) has one "MTP graphs ..." line per set and "MTP graph memory per width";
 4. throughput of each level, MTP vs plain, printed as a ratio (not asserted: a random model
    accepts few drafts);
-5. overlap scheduling is still on (the plugin turns it off on a CPU only).
+5. overlap scheduling is still on (the plugin turns it off on a CPU only);
+6. the host KV lengths the sync-free FlashInfer plan is fed equal the device's at every decode
+   step (``SGLANG_MTP_CHECK_HOST_LENGTHS=1``: the worker fails the Engine where they differ). On a
+   GPU with overlap scheduling they come from SGLang's pinned copy, a path no CPU test takes.
 
 gpu_check.sh runs it twice: on FlashInfer (narrower widths, the sync-free plan) and on Triton
 (always the full width; its log must say the verify mask was not allocated, verify_mask.py).
@@ -23,6 +26,7 @@ Prints SKIP and exits 0 where SGLang cannot be imported (the lent GPU machines h
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,6 +50,7 @@ def main() -> int:
     from sglang_mtp.sglang_plugin import flags
 
     model = args.model or smoke_model()
+    os.environ["SGLANG_MTP_CHECK_HOST_LENGTHS"] = "1"  # read by the worker in the scheduler process
     eng = flags.engine(model, strategy="verify", k_max=4, attention_backend=args.attention_backend,
                        log_level="info", mem_fraction_static=0.5)
     bad = 0

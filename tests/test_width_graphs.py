@@ -50,7 +50,7 @@ def test_fixed_width_builds_only_the_plain_decode_set():
 def test_bound_swaps_runner_and_backend_for_the_forward_only():
     mr = SimpleNamespace(decode_cuda_graph_runner="base runner", attn_backend="base backend")
     graphs = wg.WidthGraphs(mr)
-    graphs.sets[("verify", 3)] = ("w3 runner", "w3 backend")
+    graphs.sets[("verify", 3)], graphs._base = ("w3 runner", "w3 backend"), "base runner"
     with graphs.bound("verify", 3):
         assert (mr.decode_cuda_graph_runner, mr.attn_backend) == ("w3 runner", "w3 backend")
     assert (mr.decode_cuda_graph_runner, mr.attn_backend) == ("base runner", "base backend")
@@ -60,6 +60,21 @@ def test_bound_swaps_runner_and_backend_for_the_forward_only():
     assert (mr.decode_cuda_graph_runner, mr.attn_backend) == ("base runner", "base backend")
     with graphs.bound("verify", 7):  # no set: the forward runs as SGLang would (eager)
         assert mr.decode_cuda_graph_runner == "base runner"
+
+
+def test_sets_are_dropped_once_sglang_recaptures_its_graphs():
+    # A weight update with recapture gives the model runner a new graph runner (and new graph
+    # buffers in its backend): the sets captured against the old ones must not replay again,
+    # and SGLang's own width runs under its new runner.
+    mr = SimpleNamespace(decode_cuda_graph_runner="base runner", attn_backend="base backend")
+    graphs = wg.WidthGraphs(mr)
+    graphs.sets[("verify", 3)], graphs._base = ("w3 runner", "w3 backend"), "base runner"
+    mr.decode_cuda_graph_runner = "recaptured runner"
+    with graphs.bound("verify", 3):
+        assert (mr.decode_cuda_graph_runner, mr.attn_backend) == ("recaptured runner", "base backend")
+    assert graphs.sets == {}
+    with graphs.bound("verify", 11):  # SGLang's own width: its runner as it is now
+        assert mr.decode_cuda_graph_runner == "recaptured runner"
 
 
 def test_no_graph_config_means_nothing_to_cap():
@@ -84,6 +99,7 @@ def test_sets_share_one_kv_index_buffer(monkeypatch):
 
         def init_cuda_graph_state(self, max_bs, max_num_tokens, kv_indices_buf=None):
             calls.append((max_num_tokens, kv_indices_buf))
+            self.cuda_graph_custom_mask = torch.ones(max_num_tokens * self.max_context_len, dtype=torch.uint8)
 
     monkeypatch.setattr(torch, "zeros", lambda n, dtype=None, device=None: torch.empty(n, dtype=dtype))  # no GPU
     graphs = wg.WidthGraphs(SimpleNamespace())
@@ -95,6 +111,9 @@ def test_sets_share_one_kv_index_buffer(monkeypatch):
     (n_a, buf_a), (n_b, buf_b) = calls
     assert buf_a.numel() == 12 * 5 and buf_b.numel() == 12 * 5
     assert buf_a.data_ptr() == buf_b.data_ptr()  # one buffer for every width
+    # FlashInfer's custom-mask buffer too (an MTP verify never reads it): one for all sets
+    assert a.cuda_graph_custom_mask.data_ptr() == b.cuda_graph_custom_mask.data_ptr()
+    assert a.cuda_graph_custom_mask.numel() == 12 * 5 == b.cuda_graph_custom_mask.numel()
 
 
 def test_extra_sets_skipped_where_sglang_keeps_global_graph_state():
@@ -139,7 +158,10 @@ def test_extra_captures_set_their_sizes_without_torch_compile_and_restore(monkey
     assert wg.cap_startup_sizes(4) == [1, 2, 4, 8] and graph.cuda_graph_config.decode.bs == [1, 2, 4]
 
 
-def test_build_captures_each_planned_set_and_survives_a_failed_one(monkeypatch):
+@pytest.mark.parametrize("tp", [1, 2])
+def test_build_captures_each_planned_set_and_survives_a_failed_one(monkeypatch, tp):
+    # One rank: the failed width runs eagerly. Under TP the other ranks may have captured it,
+    # and their collectives would pair with this rank's next capture: the start-up fails.
     import contextlib
 
     import sglang.srt.utils as sglang_utils
@@ -174,11 +196,16 @@ def test_build_captures_each_planned_set_and_survives_a_failed_one(monkeypatch):
                          device="cuda", gpu_id=0)
     graphs, report = wg.WidthGraphs(mr), {}
     plan = wg.plan_sets((1, 3, 7, 11), 11, 512, rows=506, sizes=SGLANG_SIZES, adaptive=True)
+    monkeypatch.setattr(wg, "_tp_size", lambda: tp)
+    if tp > 1:
+        with pytest.raises(RuntimeError, match="width 3 failed on this rank under tensor parallelism"):
+            graphs.build(plan, 11, report)
+        return
     graphs.build(plan, 11, report)
     assert [(c[0], c[1]) for c in captured] == [("Runner", 7), ("Runner", 1), ("Plain", 1)]
     assert all(c[2] for c in captured)  # each captured with its own backend bound to the model runner
     assert captured[0][3][-1] == 506 // 7
-    assert set(graphs.sets) == {("verify", 11), ("verify", 7), ("verify", 1), ("decode", 1)}  # width 3 eager
+    assert set(graphs.sets) == {("verify", 7), ("verify", 1), ("decode", 1)}  # width 3 eager, 11 is SGLang's
     assert mr.attn_backend == "base backend" and mr.decode_cuda_graph_runner is base
     assert report["target_verify"] == pytest.approx(0.5 + 0.0) and report["decode"] == pytest.approx(0.1)
     assert graphs.memory_gb[("verify", 7)] == pytest.approx(0.5)

@@ -7,8 +7,11 @@ MTP's carries none (causal: a mask row only looks left, ``spec_input.MTPVerifyIn
 an MTP server the buffer is never read: at a 131k context and W 15 it holds 67 MB for 34
 captured requests, 503 MB for 256. This AROUND hook on the name the Triton backend calls
 returns None on MTP servers, and Triton takes the mask-less path MTP's forwards take anyway.
-Other algorithms keep SGLang's buffer. FA3 sizes its buffer by the draft width alone for a
-single-branch draft (a few hundred bytes per request), so it is left alone.
+Other algorithms keep SGLang's buffer. SGLang's hook registry also rebinds the name in the
+backends that import the same function (FA3, FlashMLA, TRT-LLM MLA, DeepSeek-V4), so on an MTP
+server they get None too. None of them reads it for MTP: FA3 only for multi-branch drafts
+(topk > 1), the others never (they ask with ``is_read=False``), and each keeps None when
+nothing verifies.
 """
 
 from __future__ import annotations

@@ -127,15 +127,25 @@ class WidthGraphs:
         self.sets: Dict[Tuple[str, int], tuple] = {}  # (mode, width) -> (graph runner, attention backend)
         self.memory_gb: Dict[Tuple[str, int], float] = {}
         self._kv_indices = None  # graph KV-index buffer shared by the sets (share_kv_indices)
+        self._custom_mask = None  # and their custom-mask buffer, which an MTP verify never reads
+        self._base = None  # SGLang's own runner when the sets were built
 
     @contextlib.contextmanager
     def bound(self, mode: str, width: int):
         """Run the forward inside under the (mode, width) set, when there is one."""
         entry = self.sets.get((mode, width))
-        if entry is None:
+        mr = self.model_runner
+        if entry is not None and mr.decode_cuda_graph_runner is not self._base:
+            # SGLang captured its graphs again (a weight update with recapture): the sets were
+            # captured against the old runner's buffers, so from now on every width but SGLang's
+            # runs eagerly.
+            logger.warning("MTP: SGLang recaptured its CUDA graphs; the %d extra graph sets are dropped and "
+                           "their widths run eagerly", len(self.sets))
+            self.sets.clear()
+            entry = None
+        if entry is None:  # SGLang's own width (its runner as it is now), or no set: eager
             yield
             return
-        mr = self.model_runner
         with overriding(mr, "decode_cuda_graph_runner", entry[0]), overriding(mr, "attn_backend", entry[1]):
             yield
 
@@ -149,7 +159,7 @@ class WidthGraphs:
         if not isinstance(base, DecodeCudaGraphRunner):
             logger.info("MTP: no decode CUDA graphs in this server; narrower widths run eagerly")
             return
-        self.sets[(VERIFY, full_width)] = (base, mr.attn_backend)
+        self._base = base  # SGLang's full width is its own runner's, looked up at each step
         reason = extras_unsupported(mr, base)
         if reason:
             logger.info("MTP: no graph sets besides SGLang's (%s); narrower widths and plain batches run eagerly",
@@ -165,6 +175,10 @@ class WidthGraphs:
                     cls = PlainDecodeRunner if mode == DECODE else DecodeCudaGraphRunner
                     runner = cls(mr, attn_backend=backend, speculative_num_draft_tokens=width)
             except Exception as e:  # keep serving: this width runs eagerly
+                if _tp_size() > 1:  # other ranks may have captured it: their collectives would pair up wrong
+                    raise RuntimeError(f"MTP: {mode} graphs at width {width} failed on this rank under tensor "
+                                       f"parallelism ({type(e).__name__}: {e}); start the server with "
+                                       "--mtp-token-budget 0 or --disable-cuda-graph") from e
                 logger.warning("MTP: %s graphs at width %d failed (%s: %s); that width runs eagerly",
                                mode, width, type(e).__name__, e)
                 continue
@@ -199,7 +213,9 @@ class WidthGraphs:
     def share_kv_indices(self, backend, tokens: int) -> None:
         """Let ``backend``'s graph state use one KV-index buffer shared by every set (FlashInfer
         sizes it max_num_tokens x context per backend). Replays run one at a time and each
-        plans its indices right before it replays, so one buffer serves them all."""
+        plans its indices right before it replays, so one buffer serves them all. The same
+        holds for FlashInfer's custom-mask buffer (max_num_tokens x context bytes per backend),
+        which an MTP verify never even reads: its input is causal and carries no mask."""
         original = getattr(backend, "init_cuda_graph_state", None)
         context = getattr(backend, "max_context_len", None)
         if original is None or context is None or "kv_indices_buf" not in inspect.signature(original).parameters:
@@ -210,12 +226,26 @@ class WidthGraphs:
                 if self._kv_indices is None:
                     self._kv_indices = torch.zeros(tokens * context, dtype=torch.int32, device="cuda")
                 kv_indices_buf = self._kv_indices[:max_num_tokens * context]
-            return original(max_bs, max_num_tokens, kv_indices_buf=kv_indices_buf)
+            out = original(max_bs, max_num_tokens, kv_indices_buf=kv_indices_buf)
+            if isinstance(getattr(backend, "cuda_graph_custom_mask", None), torch.Tensor) and max_num_tokens <= tokens:
+                if self._custom_mask is None:
+                    self._custom_mask = torch.zeros(tokens * context, dtype=torch.uint8, device="cuda")
+                backend.cuda_graph_custom_mask = self._custom_mask[:max_num_tokens * context]  # its own is freed
+            return out
 
         backend.init_cuda_graph_state = init_cuda_graph_state
 
     def describe(self) -> str:
         return ", ".join(f"{m} w{w}: {gb:.2f} GB" for (m, w), gb in sorted(self.memory_gb.items())) or "none"
+
+
+def _tp_size() -> int:
+    try:
+        from sglang.srt.runtime_context import get_parallel
+
+        return int(get_parallel().tp_size)
+    except Exception:  # no parallel state in this process (unit tests)
+        return 1
 
 
 def extras_unsupported(model_runner, base_runner) -> Optional[str]:
