@@ -138,7 +138,8 @@ class MTPWorker(BaseSpecWorker):
     # -- prefill ---------------------------------------------------------------------------
     def _prefill(self, batch, on_publish):
         plans = [request_strategy(r, self.default_strategy) for r in batch.reqs]
-        blocks, cap = self._first_blocks(plans, [tokens_left(r) for r in batch.reqs])
+        left = [tokens_left(r) for r in batch.reqs]
+        blocks, cap = self._first_blocks(plans, left)
         counts = prefill_masks.mask_counts(batch, blocks, self.token_to_kv_pool_allocator, self.page_size,
                                            self.req_to_token_pool.req_to_token.shape[1], self.max_position) if (
             blocks and self.prefill_logits is not None) else None
@@ -159,7 +160,8 @@ class MTPWorker(BaseSpecWorker):
                     self.prefill_logits.end()
         bs = len(batch.reqs)
         if bs > 0 and result.logits_output is not None and result.next_token_ids is not None:
-            self._admit(batch, result, plans, raw.get("logits") if sampling else None, box, blocks, cap, hooked)
+            self._admit(batch, result, plans, raw.get("logits") if sampling else None, box, blocks, cap, hooked,
+                        ends_here=max(left) <= 1)
         new_seq_lens = batch.seq_lens  # the prompt's KV is all committed; a copy would make
         # SGLang's non-overlap scheduler read it back from the device (a sync per prefill)
         if on_publish is not None:
@@ -189,13 +191,15 @@ class MTPWorker(BaseSpecWorker):
             blocks = [min(b, max(1, n)) for b, n in zip(blocks, left)]
         return blocks, cap
 
-    def _admit(self, batch, result, plans, raw_logits, box, blocks, cap, hooked):
+    def _admit(self, batch, result, plans, raw_logits, box, blocks, cap, hooked, ends_here=False):
         """The prefill's first token of each request: the argmax with <MTP> suppressed, or
         (MTP sampling) the sample of position P, the same draw as the reference decoder's.
         For requests whose masks rode the prefill (``box``) that row is their block's row 0
         (the last prompt row; SGLang's own last row is their last mask). Only the first
         tokens are computed here; the requests' state and the scan of their first blocks wait
-        for the start of the next forward (:meth:`_settle`), so t1 is not kept waiting."""
+        for the start of the next forward (:meth:`_settle`), so t1 is not kept waiting.
+        ``ends_here``: every request ends with t1 (``max_new_tokens`` 1), so none is admitted:
+        it would never decode, and its state would be written at the next request's prefill."""
         logits = raw_logits if raw_logits is not None else result.logits_output.next_token_logits
         job = None
         if box is not None:
@@ -216,6 +220,9 @@ class MTPWorker(BaseSpecWorker):
         given = hooked and (box is None or box.get("row0", False))
         first = self._first_tokens(batch, result, plans, logits, raw_logits is not None, argmax_given=given)
         sync_from_rank0([first], self.broadcast)
+        result.next_token_ids = first
+        if ends_here:
+            return
         masked = set(box["sel"]) if box is not None else set()
         # A block of 1 (cap 1): the prefill was the request's first step; it goes on from t1.
         started = [bool(blocks) and blocks[i] == 1 and p.strategy.k > 1 and not p.fallback
@@ -226,7 +233,6 @@ class MTPWorker(BaseSpecWorker):
         else:
             last_prompt = first  # unused: every MTP request's first step was its prefill
         self._admissions.append((_host_rows(batch).copy(), plans, last_prompt, first, job, started))
-        result.next_token_ids = first
 
     def _first_tokens(self, batch, result, plans, logits, sampling, argmax_given=False):
         """t1 of every request from ``logits`` [bs, V] (its row predicting position P;

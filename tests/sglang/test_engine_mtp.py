@@ -77,6 +77,11 @@ def run(tmp_path_factory):
          "sampling_params": [greedy(8, mtp_params(s)) for s in ("static:4", "verify:4")]},
         {"op": "flush"},
         {"op": "probe"},  # 16: idle accounting after everything
+        # 17-18: a prefill whose requests all end with t1 writes no MTP state; the requests
+        # that take their pool rows next get their own
+        {"op": "generate", "input_ids": prompts[:4], "sampling_params": greedy(1, mtp_params("verify:4"))},
+        {"op": "generate", "input_ids": prompts[:4],
+         "sampling_params": [greedy(NEW, mtp_params(s)) for s in stagger]},
     ]
     # --mtp-token-budget 0: the fixed width 2*k_max-1, no cap (the deterministic choice), so
     # every lossy output equals the uncapped reference decoder (test_engine_width.py: adaptive).
@@ -184,3 +189,8 @@ def test_forward_passes_reported_per_request(run):
 
 def test_no_kv_slot_leaks(run):
     assert_idle_pool(run["res"][15], run["res"][16], before=run["res"][0])
+
+
+def test_requests_that_end_at_their_prefill_leave_the_next_ones_right(run):
+    assert output_ids(run["res"][17]) == [r[:1] for r in run["ref_stagger"]]
+    assert output_ids(run["res"][18]) == run["ref_stagger"]
