@@ -13,7 +13,13 @@ KV of the masks: k-1 slots per request are allocated for the forward only, writt
 request's ``req_to_token`` row right after its prompt, and freed as soon as the forward is
 queued. Nothing keeps them: SGLang's committed length (and so the radix cache) ends at the
 prompt, and the first decode step reserves and overwrites those positions with real tokens.
-Stream order makes the early free safe: a later forward that reuses a slot runs after this one.
+Stream order makes the early free safe for the KV: a later forward that reuses a slot runs after
+this one. The allocator's free list is another matter on a GPU with overlap scheduling: the free
+runs inside SGLang's forward-stream context, so the list's new tensor is built on the forward
+stream, while later allocations read it on the schedule stream. That is ordered today only
+because, after a prefill of this algorithm, SGLang makes the schedule stream wait for the
+forward stream (its shared-read barrier falls back to a full wait for algorithms that do not
+declare support for it). Listed in the README's "Only checkable on a GPU".
 
 Requests keep the old first-step path (``state.first``) whenever this does not apply: a
 batch asking for logprobs (mask rows would enter the input logprobs), multimodal or embedding
