@@ -16,7 +16,9 @@ id is then not suppressed, as for any plain SGLang server).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import logging
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -24,6 +26,8 @@ from typing import Optional, Union
 
 from sglang_mtp.strategy import MAX_K, Strategy
 from sglang_mtp.width import WidthPolicy
+
+logger = logging.getLogger(__name__)
 
 ALGORITHM = "MTP"
 ENV_CONFIG = "SGLANG_MTP_CONFIG"
@@ -175,7 +179,43 @@ def from_cli_args(result, cls, args: argparse.Namespace):
     os.environ[ENV_CONFIG] = cfg.to_env()
     if cfg.k_max > 1:  # k_max 1 is plain decoding: SGLang's own path, unchanged (see plain.py)
         result.speculative_algorithm = ALGORITHM
+        backend = narrow_attention_backend(result)
+        if backend:
+            result.attention_backend = backend
     return result
+
+
+BACKEND_FIELDS = ("attention_backend", "decode_attention_backend", "prefill_attention_backend")
+
+
+def narrow_attention_backend(server_args) -> Optional[str]:
+    """The attention backend an MTP server takes when none is given: "flashinfer" on a CUDA
+    device, for a model without MLA, where FlashInfer is installed; else None (SGLang's own
+    default). Load-adaptive width (``--mtp-token-budget``) needs a backend that sizes a verify
+    batch from the batch (worker.NARROW_BACKENDS). SGLang's default on Hopper for such models
+    is FA3 (and TRT-LLM MHA on Blackwell), which size it from the server's width, so every step
+    would run 2*k_max-1 wide at any load: the slowdown at concurrency this plugin exists to
+    avoid. A backend given on the command line is always kept (it then runs as it can)."""
+    if any(getattr(server_args, name, None) for name in BACKEND_FIELDS):
+        return None
+    device = getattr(server_args, "device", None)
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not str(device).startswith("cuda") or importlib.util.find_spec("flashinfer") is None:
+        return None
+    try:
+        from transformers import AutoConfig
+
+        hf = AutoConfig.from_pretrained(server_args.model_path, trust_remote_code=True)
+    except Exception:  # SGLang reports an unreadable checkpoint itself
+        return None
+    if getattr(hf.get_text_config(), "kv_lora_rank", None):  # MLA: FlashInfer's MLA backend is no narrower
+        return None
+    logger.info("MTP: attention backend flashinfer (decode steps narrow with the load; pass --attention-backend "
+                "to choose another, which may run every step at the full width)")
+    return "flashinfer"
 
 
 def cpu_overlap_off(device, overlap_disabled: bool) -> bool:
@@ -210,7 +250,9 @@ def engine(model_path: str, *, strategy: str = "conf_adapt", threshold: float = 
            mask_token_id: Optional[int] = None, token_budget: Union[int, str] = "default", **engine_kwargs):
     """An ``sglang.Engine`` decoding with MTP (the Python twin of ``--decode-mode mtp``).
 
-    ``engine_kwargs`` go to ``sglang.Engine`` unchanged (device, dtype, attention backend...).
+    ``engine_kwargs`` go to ``sglang.Engine`` unchanged (device, dtype, attention backend...),
+    except that on a CUDA device with no attention backend given FlashInfer is asked for, as
+    ``--decode-mode mtp`` does (:func:`narrow_attention_backend`).
     """
     import sglang
 
@@ -219,6 +261,12 @@ def engine(model_path: str, *, strategy: str = "conf_adapt", threshold: float = 
     os.environ[ENV_CONFIG] = cfg.to_env()
     if cfg.k_max == 1:  # plain decoding: SGLang unchanged, nothing of the worker on the path
         return sglang.Engine(model_path=model_path, **engine_kwargs)
+    import types
+
+    backend = narrow_attention_backend(types.SimpleNamespace(model_path=model_path, **{
+        n: engine_kwargs.get(n) for n in ("device",) + BACKEND_FIELDS}))
+    if backend:
+        engine_kwargs["attention_backend"] = backend
     return sglang.Engine(model_path=model_path, speculative_algorithm=ALGORITHM, **engine_kwargs)
 
 

@@ -489,6 +489,48 @@ def test_set_ups_an_mtp_step_would_hang_in_are_refused_at_start_up(monkeypatch, 
     _start_up(monkeypatch, extra, needle)
 
 
+@pytest.mark.parametrize("case, expected", [
+    ("cuda", "flashinfer"), ("device unset, a GPU seen", "flashinfer"), ("cpu", None),
+    ("backend given", None), ("decode backend given", None), ("no flashinfer", None), ("MLA model", None),
+])
+def test_a_cuda_mtp_server_without_a_backend_gets_one_that_narrows(tmp_path, monkeypatch, case, expected):
+    # SGLang's default for such models on Hopper is FA3, which sizes verify batches from the
+    # server's width: every step would run 2*k_max-1 wide at any load.
+    import importlib.util
+
+    import torch
+    from transformers import LlamaConfig
+
+    LlamaConfig(**({"kv_lora_rank": 512} if case == "MLA model" else {})).save_pretrained(tmp_path)
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (None if case == "no flashinfer" else object()) if name == "flashinfer"
+                        else real_find(name, *a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    args = SimpleNamespace(model_path=str(tmp_path), device={"cpu": "cpu", "device unset, a GPU seen": None}.get(
+        case, "cuda"), attention_backend="fa3" if case == "backend given" else None,
+        decode_attention_backend="triton" if case == "decode backend given" else None, prefill_attention_backend=None)
+    assert flags.narrow_attention_backend(args) == expected
+
+
+def test_launch_server_flags_on_cuda_ask_for_flashinfer_unless_a_backend_is_given(tmp_path, monkeypatch):
+    import importlib.util
+
+    import torch
+    from transformers import LlamaConfig
+
+    monkeypatch.delenv(flags.ENV_CONFIG, raising=False)
+    LlamaConfig().save_pretrained(tmp_path)
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "flashinfer" else real_find(name, *a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    common = ["--model-path", str(tmp_path), "--device", "cuda"]
+    assert _server_args([*common, "--decode-mode", "mtp"]).attention_backend == "flashinfer"
+    assert _server_args([*common, "--decode-mode", "mtp", "--attention-backend", "fa3"]).attention_backend == "fa3"
+    assert _server_args(common).attention_backend is None  # a plain server keeps SGLang's own default
+    assert _server_args([*common, "--decode-mode", "mtp", "--mtp-k-max", "1"]).attention_backend is None  # plain too
+
+
 def test_models_with_recurrent_layers_are_refused():
     # The masks would advance a Mamba / linear-attention layer's state, which the next step's
     # real tokens do not overwrite (KV slots they do).
