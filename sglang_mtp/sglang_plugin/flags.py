@@ -208,7 +208,8 @@ def narrow_attention_backend(server_args) -> Optional[str]:
     try:
         from transformers import AutoConfig
 
-        hf = AutoConfig.from_pretrained(server_args.model_path, trust_remote_code=True)
+        hf = AutoConfig.from_pretrained(server_args.model_path,
+                                        trust_remote_code=bool(getattr(server_args, "trust_remote_code", False)))
     except Exception:  # SGLang reports an unreadable checkpoint itself
         return None
     if getattr(hf.get_text_config(), "kv_lora_rank", None):  # MLA: FlashInfer's MLA backend is no narrower
@@ -264,7 +265,7 @@ def engine(model_path: str, *, strategy: str = "conf_adapt", threshold: float = 
     import types
 
     backend = narrow_attention_backend(types.SimpleNamespace(model_path=model_path, **{
-        n: engine_kwargs.get(n) for n in ("device",) + BACKEND_FIELDS}))
+        n: engine_kwargs.get(n) for n in ("device", "trust_remote_code") + BACKEND_FIELDS}))
     if backend:
         engine_kwargs["attention_backend"] = backend
     return sglang.Engine(model_path=model_path, speculative_algorithm=ALGORITHM, **engine_kwargs)
@@ -273,8 +274,10 @@ def engine(model_path: str, *, strategy: str = "conf_adapt", threshold: float = 
 MASK_TOKEN = "<MTP>"
 
 
-def resolve_mask_token_id(hf_config, tokenizer_path: Optional[str], explicit: Optional[int]) -> int:
-    """The ``<MTP>`` id: ``explicit``, else ``config.mtp_mask_token_id``, else the tokenizer's.
+def resolve_mask_token_id(hf_config, tokenizer_path: Optional[str], explicit: Optional[int],
+                          trust_remote_code: bool = False) -> int:
+    """The ``<MTP>`` id: ``explicit``, else ``config.mtp_mask_token_id``, else the tokenizer's
+    (its code runs only with ``trust_remote_code``, as in SGLang: ``--trust-remote-code``).
 
     Raises a ValueError naming the checkpoint and the flag when there is none.
     """
@@ -287,7 +290,7 @@ def resolve_mask_token_id(hf_config, tokenizer_path: Optional[str], explicit: Op
         try:
             from transformers import AutoTokenizer
 
-            vocab = AutoTokenizer.from_pretrained(tokenizer_path, trust_remote_code=True).get_vocab()
+            vocab = AutoTokenizer.from_pretrained(tokenizer_path, trust_remote_code=trust_remote_code).get_vocab()
             if MASK_TOKEN in vocab:
                 return int(vocab[MASK_TOKEN])
         except (OSError, ValueError):

@@ -73,10 +73,11 @@ class MTPSpecAlgo(CustomSpecAlgo):
         check_cuda_kernels(server_args.device)
         check_no_hidden_states(server_args)
         check_supported_setup(server_args)
-        _check_mask_token(server_args.model_path, server_args.tokenizer_path, cfg.mask_token_id)
+        _check_mask_token(server_args.model_path, server_args.tokenizer_path, cfg.mask_token_id,
+                          bool(getattr(server_args, "trust_remote_code", False)))
 
 
-def _check_mask_token(model_path, tokenizer_path, explicit) -> None:
+def _check_mask_token(model_path, tokenizer_path, explicit, trust_remote_code: bool = False) -> None:
     """Fail at start-up (in the launching process) when the checkpoint has no usable mask token."""
     if model_path is None:
         return
@@ -84,8 +85,8 @@ def _check_mask_token(model_path, tokenizer_path, explicit) -> None:
 
     from .flags import check_mask_in_vocab, resolve_mask_token_id
 
-    hf_config = AutoConfig.from_pretrained(model_path, trust_remote_code=True)
-    mask_id = resolve_mask_token_id(hf_config, tokenizer_path or model_path, explicit)
+    hf_config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    mask_id = resolve_mask_token_id(hf_config, tokenizer_path or model_path, explicit, trust_remote_code)
     vocab_size = getattr(hf_config.get_text_config(), "vocab_size", None)
     if vocab_size is not None:
         check_mask_in_vocab(mask_id, vocab_size)

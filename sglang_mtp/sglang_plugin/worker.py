@@ -81,6 +81,7 @@ class MTPWorker(BaseSpecWorker):
             self.model_runner.model_config.hf_config,
             server_args.tokenizer_path or server_args.model_path,
             self.config.mask_token_id,
+            bool(getattr(server_args, "trust_remote_code", False)),
         )
         check_cuda_kernels(str(self.device))  # defence in depth: the launcher checked it too
         check_mask_in_vocab(self.mask_id, self.model_runner.model_config.vocab_size)

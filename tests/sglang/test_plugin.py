@@ -531,6 +531,36 @@ def test_launch_server_flags_on_cuda_ask_for_flashinfer_unless_a_backend_is_give
     assert _server_args([*common, "--decode-mode", "mtp", "--mtp-k-max", "1"]).attention_backend is None  # plain too
 
 
+@pytest.mark.parametrize("trust", [False, True])
+def test_checkpoint_code_runs_only_with_trust_remote_code(tmp_path, monkeypatch, trust):
+    # Looking up <MTP> in the tokenizer, and the model type for the attention backend, follow
+    # --trust-remote-code as SGLang does: a checkpoint's own code never runs without it.
+    import importlib.util
+
+    import torch
+    import transformers
+
+    seen = []
+
+    def record(name):
+        def from_pretrained(path, **kwargs):
+            seen.append((name, kwargs.get("trust_remote_code")))
+            raise OSError("recorded")
+        return from_pretrained
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", record("tokenizer"))
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", record("config"))
+    with pytest.raises(flags.MTPStartupError, match="no <MTP> mask token"):
+        flags.resolve_mask_token_id(SimpleNamespace(), str(tmp_path), None, trust)
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "flashinfer" else real_find(name, *a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    args = SimpleNamespace(model_path=str(tmp_path), device="cuda", trust_remote_code=trust,
+                           **{n: None for n in flags.BACKEND_FIELDS})
+    assert flags.narrow_attention_backend(args) is None  # an unreadable config keeps SGLang's default
+    assert seen == [("tokenizer", trust), ("config", trust)]
+
+
 def test_models_with_recurrent_layers_are_refused():
     # The masks would advance a Mamba / linear-attention layer's state, which the next step's
     # real tokens do not overwrite (KV slots they do).
