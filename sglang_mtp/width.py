@@ -119,12 +119,16 @@ class AutoWidthPolicy:
     each cap start optimistic (every block fully accepted) and follow the server's own accept
     counts (:meth:`observe`, an exponential average), so a cap that does not pay is dropped
     after it was tried. Lossy output then depends on timing, not only on the load.
+    ``max_tokens``: no forward of more query rows is chosen, at any batch size (the calibration's
+    bound, which on a GPU is the rows of the graphs' logits buffer): batch sizes past the largest
+    measured one reuse its costs, where a width that fit may not fit any more.
     """
 
     adaptive = True
 
-    def __init__(self, k_max: int, costs, decay: float = 0.9):
+    def __init__(self, k_max: int, costs, decay: float = 0.9, max_tokens: Optional[int] = None):
         self.k_max = k_max
+        self.max_tokens = max_tokens
         self.widths = allowed_widths(k_max)
         self.sizes = sorted(costs)
         if not self.sizes or any(set(costs[b]) != set(self.widths) for b in self.sizes):
@@ -141,7 +145,8 @@ class AutoWidthPolicy:
 
     def target(self, batch_size: int) -> int:
         cost = self.costs[self._size(batch_size)]
-        return max(self.widths, key=lambda w: (self.tokens[(w + 1) // 2] / cost[w], -w))
+        fits = [w for w in self.widths if w == 1 or self.max_tokens is None or batch_size * w <= self.max_tokens]
+        return max(fits, key=lambda w: (self.tokens[(w + 1) // 2] / cost[w], -w))
 
     def cap(self, batch_size: int) -> int:
         return (self.target(batch_size) + 1) // 2

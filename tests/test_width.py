@@ -93,6 +93,29 @@ def test_auto_policy_picks_the_most_tokens_per_second():
         AutoWidthPolicy(4, {1: {1: 1.0, 3: 1.0}})
 
 
+def test_auto_policy_never_takes_more_rows_than_its_bound():
+    from sglang_mtp.width import AutoWidthPolicy
+
+    # Width 7 is the best at every measured size, the largest being 64 (448 rows): batches past
+    # it reuse those costs, but 100 x 7 = 700 rows are past a 512-row bound (the graphs'
+    # logits buffer on a GPU), so width 3 (300 rows) is chosen, and width 1 at 200 requests.
+    costs = {b: {1: 1.0, 3: 1.0, 7: 1.0} for b in (1, 16, 64)}
+    bounded, free = AutoWidthPolicy(4, costs, max_tokens=512), AutoWidthPolicy(4, costs)
+    assert bounded.target(64) == free.target(64) == 7
+    assert (bounded.target(100), bounded.target(200), free.target(200)) == (3, 1, 7)
+
+
+def test_calibration_rows_follow_the_graphs_logits_buffer():
+    pytest.importorskip("sglang")
+    from types import SimpleNamespace
+
+    from sglang_mtp.sglang_plugin.worker import CALIBRATION_ROWS, calibration_rows
+
+    assert calibration_rows(SimpleNamespace(graph_shared_output=SimpleNamespace(max_rows=510))) == 510
+    assert calibration_rows(SimpleNamespace(graph_shared_output=None)) == CALIBRATION_ROWS  # no graphs (CPU)
+    assert calibration_rows(SimpleNamespace(graph_shared_output=SimpleNamespace(max_rows=10**6))) == CALIBRATION_ROWS
+
+
 def test_calibration_batch_sizes():
     pytest.importorskip("sglang")  # the calibration runs inside SGLang
     from sglang_mtp.sglang_plugin.calibrate import batch_sizes

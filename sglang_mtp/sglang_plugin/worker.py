@@ -390,10 +390,11 @@ class MTPWorker(BaseSpecWorker):
         """``--mtp-token-budget auto``: time dummy forwards shaped like ``batch`` once."""
         self.calibrating = False
         limit = getattr(self.server_args, "max_running_requests", None) or 256
+        rows = calibration_rows(self.model_runner)
         t0 = time.perf_counter()
-        costs = calibrate.measure(self, batch, self.policy.widths, min(int(limit), 256),
+        costs = calibrate.measure(self, batch, self.policy.widths, min(int(limit), 256), max_tokens=rows,
                                   broadcast=self.broadcast)
-        self.policy = AutoWidthPolicy(self.config.k_max, costs)
+        self.policy = AutoWidthPolicy(self.config.k_max, costs, max_tokens=rows)
         logger.info("MTP width policy %s; calibration took %.1f s", self.policy.describe(), time.perf_counter() - t0)
 
     def on_verify_complete_cpu(self, num_correct_drafts_per_req, batch_size: int = 0) -> None:
@@ -432,6 +433,18 @@ class MTPWorker(BaseSpecWorker):
         row0 = logits.view(B, width, -1)[:, 0].clone()  # [B, V]
         row0.index_fill_(1, self.mask_index, float("-inf"))  # <MTP> is never emitted
         return plain.sample(self.model_runner, batch, row0, positions[:, 0])
+
+
+CALIBRATION_ROWS = 4096  # the most query rows a calibrated width may take per forward (no graphs)
+
+
+def calibration_rows(model_runner) -> int:
+    """The most query rows of a forward ``auto`` may choose: with CUDA graphs, the rows of
+    their shared logits buffer (a wider forward would run eagerly, with its fp32 logits, about
+    2.5 GB at 4096 rows of a 150k vocabulary, on top of the memory SGLang planned); else 4096."""
+    shared = getattr(model_runner, "graph_shared_output", None)
+    rows = getattr(shared, "max_rows", None)
+    return min(CALIBRATION_ROWS, int(rows)) if isinstance(rows, int) and rows > 0 else CALIBRATION_ROWS
 
 
 def tokens_left(req) -> int:
