@@ -21,9 +21,21 @@ def test_capped_sizes_keep_the_cap_itself():
 
 
 def test_startup_cap_follows_the_budget():
-    assert wg.startup_cap(512, 11) == 46
+    assert wg.startup_cap(512, 11) == 47
+    assert wg.startup_cap(484, 11) == 44
     assert wg.startup_cap(8, 11) == 1
     assert wg.startup_cap(0, 11) is None  # fixed width: SGLang's list unchanged
+
+
+def test_startup_cap_leaves_room_for_every_narrower_width():
+    """The CUDA default, budget 512 at K 8 (full width 15): SGLang's full-width capture sizes
+    the shared logits buffer, and every narrower set must still reach budget // w requests
+    (at 34 requests the buffer held 510 rows and 73 requests at width 7 ran eagerly)."""
+    cap = wg.startup_cap(512, 15)
+    assert cap == 35
+    plan = wg.plan_sets((1, 3, 7, 15), 15, 512, rows=cap * 15, sizes=SGLANG_SIZES, adaptive=True)
+    for mode, w, sizes in plan:
+        assert max(sizes) == min(512 // w, 256), (mode, w)
 
 
 def test_plan_caps_every_width_to_the_budget():
