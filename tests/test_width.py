@@ -109,7 +109,8 @@ def test_calibration_rows_follow_the_graphs_logits_buffer():
     pytest.importorskip("sglang")
     from types import SimpleNamespace
 
-    from sglang_mtp.sglang_plugin.worker import CALIBRATION_ROWS, calibration_rows
+    from sglang_mtp.sglang_plugin.calibrate import MAX_ROWS as CALIBRATION_ROWS
+    from sglang_mtp.sglang_plugin.worker import calibration_rows
 
     assert calibration_rows(SimpleNamespace(graph_shared_output=SimpleNamespace(max_rows=510))) == 510
     assert calibration_rows(SimpleNamespace(graph_shared_output=None)) == CALIBRATION_ROWS  # no graphs (CPU)

@@ -39,7 +39,10 @@ def batch_sizes(max_batch: int):
     return sizes + [max_batch]
 
 
-def measure(worker, template, widths, max_batch: int, reps: int = 3, max_tokens: int = 4096,
+MAX_ROWS = 4096  # the most query rows a calibrated width may take per forward (without CUDA graphs)
+
+
+def measure(worker, template, widths, max_batch: int, reps: int = 3, max_tokens: int = MAX_ROWS,
             max_seconds: float = 0.25, broadcast=None, slow: float = 0.05, clock=time.perf_counter):
     """costs[b][w]: median seconds of a width-``w`` forward of ``b`` requests.
 

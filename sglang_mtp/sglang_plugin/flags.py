@@ -209,7 +209,7 @@ def narrow_attention_backend(server_args) -> Optional[str]:
         from transformers import AutoConfig
 
         hf = AutoConfig.from_pretrained(server_args.model_path,
-                                        trust_remote_code=bool(getattr(server_args, "trust_remote_code", False)))
+                                        trust_remote_code=trusts_remote_code(server_args))
     except Exception:  # SGLang reports an unreadable checkpoint itself
         return None
     if getattr(hf.get_text_config(), "kv_lora_rank", None):  # MLA: FlashInfer's MLA backend is no narrower
@@ -272,6 +272,11 @@ def engine(model_path: str, *, strategy: str = "conf_adapt", threshold: float = 
 
 
 MASK_TOKEN = "<MTP>"
+
+
+def trusts_remote_code(server_args) -> bool:
+    """Whether the checkpoint's own code may run (``--trust-remote-code``, off by default)."""
+    return bool(getattr(server_args, "trust_remote_code", False))
 
 
 def resolve_mask_token_id(hf_config, tokenizer_path: Optional[str], explicit: Optional[int],

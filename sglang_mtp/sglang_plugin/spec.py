@@ -14,7 +14,7 @@ from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
 from sglang.srt.speculative.spec_registry import CustomSpecAlgo, get_spec
 
 from .flags import (ALGORITHM, CPU_OVERLAP_ENV, MTPConfig, check_cuda_kernels, check_no_hidden_states,
-                    check_supported_setup, cpu_overlap_off)
+                    check_supported_setup, cpu_overlap_off, trusts_remote_code)
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class MTPSpecAlgo(CustomSpecAlgo):
         check_no_hidden_states(server_args)
         check_supported_setup(server_args)
         _check_mask_token(server_args.model_path, server_args.tokenizer_path, cfg.mask_token_id,
-                          bool(getattr(server_args, "trust_remote_code", False)))
+                          trusts_remote_code(server_args))
 
 
 def _check_mask_token(model_path, tokenizer_path, explicit, trust_remote_code: bool = False) -> None:

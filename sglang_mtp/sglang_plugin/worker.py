@@ -49,7 +49,8 @@ from sglang_mtp.width import AutoWidthPolicy, step_cap
 
 from . import calibrate, plain, prefill_masks, width_graphs
 from .rank_sync import sync_from_rank0, tp_broadcast
-from .flags import MTPConfig, check_attention_only, check_cuda_kernels, check_mask_in_vocab, resolve_mask_token_id
+from .flags import (MTPConfig, check_attention_only, check_cuda_kernels, check_mask_in_vocab, resolve_mask_token_id,
+                    trusts_remote_code)
 from .params import request_strategy
 from .patching import overriding
 from .spec_input import MTPRelay, MTPVerifyInput
@@ -81,7 +82,7 @@ class MTPWorker(BaseSpecWorker):
             self.model_runner.model_config.hf_config,
             server_args.tokenizer_path or server_args.model_path,
             self.config.mask_token_id,
-            bool(getattr(server_args, "trust_remote_code", False)),
+            trusts_remote_code(server_args),
         )
         check_cuda_kernels(str(self.device))  # defence in depth: the launcher checked it too
         check_mask_in_vocab(self.mask_id, self.model_runner.model_config.vocab_size)
@@ -435,16 +436,13 @@ class MTPWorker(BaseSpecWorker):
         return plain.sample(self.model_runner, batch, row0, positions[:, 0])
 
 
-CALIBRATION_ROWS = 4096  # the most query rows a calibrated width may take per forward (no graphs)
-
-
 def calibration_rows(model_runner) -> int:
     """The most query rows of a forward ``auto`` may choose: with CUDA graphs, the rows of
     their shared logits buffer (a wider forward would run eagerly, with its fp32 logits, about
     2.5 GB at 4096 rows of a 150k vocabulary, on top of the memory SGLang planned); else 4096."""
     shared = getattr(model_runner, "graph_shared_output", None)
     rows = getattr(shared, "max_rows", None)
-    return min(CALIBRATION_ROWS, int(rows)) if isinstance(rows, int) and rows > 0 else CALIBRATION_ROWS
+    return min(calibrate.MAX_ROWS, int(rows)) if isinstance(rows, int) and rows > 0 else calibrate.MAX_ROWS
 
 
 def tokens_left(req) -> int:
