@@ -11,14 +11,22 @@ time to the first streamed chunk; the prefix cache is flushed before each reques
 request runs its whole prefill. Only the server being measured runs: the others are
 stopped (SIGSTOP) while it serves, because idle SGLang schedulers poll. Because neighbouring requests of different modes see the
 same machine load, the median of the per-prompt ratios (mode / ntp) is robust to the noise
-that swings sequential runs on a small CPU. Prints a table and writes ``ttft.json`` and
-``ttft.md`` into ``--out``.
+that swings sequential runs on a small CPU.
+
+Pairing does not remove what differs between two server processes: on a 2-core CPU, servers of
+one and the same mode came out up to 3% apart, for as long as they ran. ``--starts N`` starts
+every server N times (fresh processes, the launch order rotated each time), runs ``--rounds``
+rounds on each start and pools the ratios; the table also gives each start's own median ratio,
+the spread a single start would have shown. A ``plain`` mode (SGLang without the plugin's
+flags) beside ``ntp`` shows that spread for two baselines. Prints a table and writes
+``ttft.json`` and ``ttft.md`` into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -44,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "problem: longer prompts); default: the model's own set (toy, smollm2) or the built-in one")
     p.add_argument("--prompt-format", default="auto", choices=prompts.FORMATS)
     p.add_argument("--num-prompts", type=int, default=16)
-    p.add_argument("--rounds", type=int, default=5, help="times every prompt is sent to every mode")
+    p.add_argument("--rounds", type=int, default=5, help="times every prompt is sent to every mode, per start")
+    p.add_argument("--starts", type=int, default=1, help="times every server is started (fresh processes, "
+                   "rotated launch order); the ratios of all starts are pooled")
     p.add_argument("--max-new-tokens", type=int, default=8)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
     p.add_argument("--server-args", default="", help="extra launch_server flags, one quoted string")
@@ -75,8 +85,8 @@ def resolve(args):
     args.texts = [prompts.format_prompt(p, fmt, tokenizer) for p in prompt_list]
     args.prompt_info = {"source": source, "format": fmt, "count": len(args.texts), "tokens_p50": statistics.median(
         len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in args.texts)}
-    if min(args.num_prompts, args.rounds, args.max_new_tokens) < 1:
-        raise ValueError("--num-prompts, --rounds and --max-new-tokens must be >= 1")
+    if min(args.num_prompts, args.rounds, args.max_new_tokens, args.starts) < 1:
+        raise ValueError("--num-prompts, --rounds, --starts and --max-new-tokens must be >= 1")
     args.specs = list(dict.fromkeys(m.strip() for m in args.modes.split(",") if m.strip()))
     if args.specs and args.specs[0].startswith(PLAIN):
         raise ValueError("--modes: the first mode is the baseline; it cannot be a plain@ mode")
@@ -146,13 +156,47 @@ def _p90(xs):
     return xs[min(len(xs) - 1, int(0.9 * len(xs)))]
 
 
-def table(summary: dict, base: str) -> str:
-    lines = [f"| mode | TTFT p50 (ms) | TTFT p90 (ms) | paired ratio vs {base} (median) | requests |",
-             "|---|---|---|---|---|"]
+def table(summary: dict, base: str, per_start=None) -> str:
+    """The markdown table; ``per_start``: one :func:`summarize` per start (a column of each
+    start's own median ratio, when there was more than one)."""
+    spread = per_start is not None and len(per_start) > 1
+    lines = [f"| mode | TTFT p50 (ms) | TTFT p90 (ms) | paired ratio vs {base} (median) | requests |"
+             + (" each start's ratio |" if spread else ""), "|---|---|---|---|---|" + ("---|" if spread else "")]
     for spec, s in summary.items():
-        lines.append(f"| {spec} | {s['ttft_p50_ms']:.2f} | {s['ttft_p90_ms']:.2f} | "
-                     f"{s['paired_ratio_p50']:.3f}x | {s['n']} |")
+        row = (f"| {spec} | {s['ttft_p50_ms']:.2f} | {s['ttft_p90_ms']:.2f} | "
+               f"{s['paired_ratio_p50']:.3f}x | {s['n']} |")
+        if spread:
+            row += " " + ", ".join(f"{one[spec]['paired_ratio_p50']:.3f}" for one in per_start) + " |"
+        lines.append(row)
     return "\n".join(lines)
+
+
+def run_start(args, payloads, start: int) -> dict:
+    """Start every mode's server (launch order rotated by ``start``), warm them up, measure
+    ``args.rounds`` rounds, stop them: :func:`measure`'s samples."""
+    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")} if args.device == "cpu" else None
+    pairs = list(zip(args.specs, args.mode_list))
+    k = start % len(pairs)
+    servers = {}
+    try:
+        for spec, mode in pairs[k:] + pairs[:k]:
+            port = server.free_port()
+            cmd = server.server_command(args.model, port, mode.server_flags(), args.device,
+                                        shlex.split(args.server_args))
+            log = spec.replace(":", "_").replace("@", "_") + (f".start{start}" if args.starts > 1 else "") + ".log"
+            servers[spec] = server.Server(cmd, port, args.out / log, env=env)
+            servers[spec].start()
+        for srv in servers.values():
+            srv.wait_healthy(args.start_timeout)
+            os.killpg(srv.proc.pid, signal.SIGSTOP)  # its idle polling would slow the others' start-up
+        servers = {spec: servers[spec] for spec in args.specs}  # the baseline first, as --modes lists them
+        measure(servers, payloads[:2], 1)  # warm-up
+        return measure(servers, payloads, args.rounds)
+    finally:
+        for srv in servers.values():
+            with contextlib.suppress(ProcessLookupError):  # a server that died is stopped all the same
+                os.killpg(srv.proc.pid, signal.SIGCONT)
+            srv.stop()
 
 
 def main(argv=None) -> int:
@@ -160,35 +204,19 @@ def main(argv=None) -> int:
     resolve(args)
     payloads = [client.generate_payload(t, args.max_new_tokens) for t in args.texts]
     args.out.mkdir(parents=True, exist_ok=True)
-    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")} if args.device == "cpu" else None
-    servers = {}
-    try:
-        for spec, mode in zip(args.specs, args.mode_list):
-            port = server.free_port()
-            cmd = server.server_command(args.model, port, mode.server_flags(), args.device,
-                                        shlex.split(args.server_args))
-            servers[spec] = server.Server(cmd, port, args.out / (spec.replace(":", "_").replace("@", "_") + ".log"),
-                                          env=env)
-            servers[spec].start()
-        for srv in servers.values():
-            srv.wait_healthy(args.start_timeout)
-        measure(servers, payloads[:2], 1)  # warm-up
-        samples = measure(servers, payloads, args.rounds)
-    finally:
-        for srv in servers.values():
-            if srv.proc is not None:
-                os.killpg(srv.proc.pid, signal.SIGCONT)
-            srv.stop()
+    starts = [run_start(args, payloads, j) for j in range(args.starts)]
+    samples = {spec: [rnd for one in starts for rnd in one[spec]] for spec in args.specs}
     base = args.specs[0]
     summary = summarize(samples, base)
-    md = table(summary, base)
+    per_start = [summarize(one, base) for one in starts]
+    md = table(summary, base, per_start)
     cmd = "python bench/ttft.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     info = args.prompt_info
     about = (f"Prompts: {info['source']} ({info['count']}, format {info['format']}, "
              f"median {info['tokens_p50']:g} tokens before the server's special tokens)")
     (args.out / "ttft.md").write_text(f"`{cmd}`\n\n{about}\n\n{md}\n")
     (args.out / "ttft.json").write_text(json.dumps({"command": cmd, "prompts": info, "summary": summary,
-                                                    "samples": samples}, indent=1))
+                                                    "per_start": per_start, "samples": samples}, indent=1))
     print(about)
     print(md)
     return 0

@@ -6,8 +6,10 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -145,6 +147,46 @@ def test_server_that_exits_during_startup_reports_its_log(tmp_path):
                         tmp_path / "log.txt")
     with srv, pytest.raises(server.ServerError, match="(?s)exited with code 3.*no such model"):
         srv.wait_healthy(timeout=30)
+
+
+_FAKE_HTTP_SERVER = """
+import http.server, sys, time
+port = int(sys.argv[sys.argv.index("--port") + 1])
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+try:
+    httpd = http.server.HTTPServer(("127.0.0.1", port), Health)
+except OSError:  # as SGLang does: log the bind error, and stay up without serving
+    print(f"ERROR: [Errno 98] error while attempting to bind on address ('127.0.0.1', {port}): "
+          "address already in use", flush=True)
+    time.sleep(120)
+httpd.serve_forever()
+"""
+
+
+def test_a_server_whose_port_was_taken_starts_again_on_a_free_one(tmp_path):
+    # The port from free_port() can be taken before the server binds it (several servers
+    # starting at once): SGLang then logs the bind error and never serves. Waiting for it
+    # used to run into the start-up timeout (15 minutes) and lose the whole benchmark.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        srv = server.Server([sys.executable, "-c", _FAKE_HTTP_SERVER, "--port", str(port)], port,
+                            tmp_path / "log.txt")
+        with srv:
+            srv.wait_healthy(timeout=60)
+            assert srv.port != port and srv.url == f"http://127.0.0.1:{srv.port}"
+            assert srv.cmd[srv.cmd.index("--port") + 1] == str(srv.port)
+            with urllib.request.urlopen(srv.url + "/health", timeout=5) as r:
+                assert r.status == 200
 
 
 def test_a_signal_during_stop_is_held_until_the_server_is_gone(tmp_path):

@@ -82,3 +82,64 @@ def test_prompts_and_their_format_come_from_the_flags_and_their_length_is_record
     ttft.resolve(args)
     assert args.texts == [prompts.QA_TEMPLATE.format(prompt="two plus two")]
     assert args.prompt_info["format"] == "qa" and args.prompt_info["count"] == 1
+
+
+def test_starts_pool_fresh_servers_and_report_each_starts_ratio(monkeypatch, tmp_path):
+    # One server per mode carries an offset of its own for as long as it runs (up to 3% on a
+    # 2-core CPU, same mode against same mode): --starts N restarts them all N times, with the
+    # launch order rotated, and pools the paired ratios.
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: _WordTokenizer())
+    launched, live = [], {}
+
+    class FakeServer:
+        def __init__(self, cmd, port, log, env=None):
+            self.url, self.proc, self.log = f"http://{port}", SimpleNamespace(pid=port), log
+            live[self.url] = self
+
+        def start(self):
+            launched.append((len(launched), self.log.name))
+
+        def wait_healthy(self, timeout):
+            pass
+
+        def post(self, path):
+            pass
+
+        def stop(self):
+            live.pop(self.url)
+
+    ports = iter(range(1000, 2000))
+    monkeypatch.setattr(ttft.server, "Server", FakeServer)
+    monkeypatch.setattr(ttft.server, "free_port", lambda: next(ports))
+    monkeypatch.setattr(ttft, "only", lambda servers, spec: None)
+    signals = []
+    monkeypatch.setattr(ttft.os, "killpg", lambda pid, sig: signals.append((pid, sig)))
+    start_of = lambda: len(launched) // 2 - 1  # two servers per start
+    mtp_logs = lambda: [n for _, n in launched[-2:] if n.startswith("conf_adapt")]
+
+    def one(url, payload):
+        assert mtp_logs()  # the servers of this start are up
+        mtp = live[url].log.name.startswith("conf_adapt")
+        return client.RequestResult(0, ok=True, ttft=(1.0 + 0.1 * (1 + start_of())) if mtp else 1.0)
+
+    monkeypatch.setattr(ttft, "one", one)
+    out = tmp_path / "out"
+    assert ttft.main(["--model", str(tmp_path), "--prompts", "toy", "--num-prompts", "3", "--rounds", "2",
+                      "--starts", "3", "--modes", "ntp,conf_adapt:0.9:6", "--out", str(out)]) == 0
+    assert not live  # every server stopped
+    # each server is paused once healthy (an idle scheduler polls), and woken before it stops
+    assert [sig for _, sig in signals] == 3 * (2 * [ttft.signal.SIGSTOP] + 2 * [ttft.signal.SIGCONT])
+    names = [n for _, n in launched]
+    assert names == ["ntp.start0.log", "conf_adapt_0.9_6.start0.log", "conf_adapt_0.9_6.start1.log",
+                     "ntp.start1.log", "ntp.start2.log", "conf_adapt_0.9_6.start2.log"]  # rotated
+    import json
+
+    report = json.loads((out / "ttft.json").read_text())
+    assert [s["conf_adapt:0.9:6"]["paired_ratio_p50"] for s in report["per_start"]] == pytest.approx([1.1, 1.2, 1.3])
+    assert report["summary"]["conf_adapt:0.9:6"]["paired_ratio_p50"] == pytest.approx(1.2)  # pooled
+    assert report["summary"]["conf_adapt:0.9:6"]["n"] == 3 * 2 * 3
+    assert "1.100, 1.200, 1.300" in (out / "ttft.md").read_text()
+    with pytest.raises(ValueError, match="--starts"):
+        ttft.main(["--model", str(tmp_path), "--prompts", "toy", "--starts", "0", "--out", str(out)])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -29,7 +30,22 @@ CPU_FLAGS = ["--device", "cpu", "--attention-backend", "torch_native", "--disabl
 
 
 def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
+    """A TCP port that was free a moment ago on 127.0.0.1, below the kernel's ephemeral range
+    where it can: a port from that range (``bind(0)``) is also what every outgoing connection
+    takes as its local port, so with servers starting around it one was taken before its server
+    bound it. (SGLang picks the ports its children bind later the same way.)"""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    for port in random.sample(range(20000, max(20001, ephemeral)), 32):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -76,10 +92,21 @@ class Server:
                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         log.close()
 
-    def wait_healthy(self, timeout: float) -> float:
-        """Block until ``/health`` answers 200; returns the seconds it took."""
+    def wait_healthy(self, timeout: float, port_retries: int = 3) -> float:
+        """Block until ``/health`` answers 200; returns the seconds it took.
+
+        A port can be taken between :func:`free_port` and the server's bind (by another
+        process's socket, while several servers start at once); SGLang then logs the bind error
+        and its process stays up without serving, or kills itself when its warm-up request
+        reaches that other socket. The server is then started again on another free port
+        (``url`` and ``port`` follow), at most ``port_retries`` times."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
+            if port_retries > 0 and self._port_taken():
+                self.stop()
+                port_retries -= 1
+                self._move_to(free_port())
+                self.start()
             if self.proc.poll() is not None:
                 raise ServerError(f"server exited with code {self.proc.returncode} during start-up\n"
                                   + self.log_tail())
@@ -91,6 +118,18 @@ class Server:
                 pass
             time.sleep(1.0)
         raise ServerError(f"server not healthy after {timeout:.0f} s\n" + self.log_tail())
+
+    def _port_taken(self) -> bool:
+        needle = f"{self.port}): address already in use"
+        try:
+            return any(needle in line for line in self.log_path.read_text(errors="replace").splitlines())
+        except OSError:
+            return False
+
+    def _move_to(self, port: int) -> None:
+        at = self.cmd.index("--port") + 1
+        self.cmd = self.cmd[:at] + [str(port)] + self.cmd[at + 1:]
+        self.port, self.url = port, f"http://127.0.0.1:{port}"
 
     def get_json(self, path: str) -> Optional[dict]:
         """GET ``path`` as JSON, or None when the server does not answer it."""
