@@ -14,7 +14,8 @@ same machine load, the median of the per-prompt ratios (mode / ntp) is robust to
 that swings sequential runs on a small CPU.
 
 Pairing does not remove what differs between two server processes: on a 2-core CPU, servers of
-one and the same mode came out up to 3% apart, for as long as they ran. ``--starts N`` starts
+one and the same mode came out up to 3% apart in one run, for as long as they ran, and 0-10%
+apart from one start to the next. ``--starts N`` starts
 every server N times (fresh processes, the launch order rotated each time), runs ``--rounds``
 rounds on each start and pools the ratios; the table also gives each start's own median ratio,
 the spread a single start would have shown. A ``plain`` mode (SGLang without the plugin's
