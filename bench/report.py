@@ -86,7 +86,9 @@ def write_report(result: dict, out_dir, baseline: str = "ntp") -> Path:
         for m in failed:
             lines += [f"- `{m['mode']}` (log `{m.get('log')}`):", "", "```", str(m["error"])[-3000:], "```", ""]
     lines += ["Effective k = output tokens / server-reported forward passes ('-' where the server "
-              "reports none). Per-user tok/s = a request's output tokens / its end-to-end latency.", ""]
+              "reports none). Per-user tok/s = a request's output tokens / its end-to-end latency. "
+              "TTFT: each mode's server ran on its own, one after another, so a TTFT difference between "
+              "modes includes the machine's drift between their runs; `bench/ttft.py` measures TTFT paired.", ""]
     plots = write_plots(rows, out_dir, base)
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     path = out_dir / "report.md"

@@ -262,6 +262,7 @@ def test_report_table_shows_ratios_and_failures(tmp_path):
     assert "| 2.67 |" in lines[0]                                   # effective k: 16 tokens / 6 passes
     assert "| verify:4 | 1 | FAILED: ServerError: no / good |" in md
     assert "## Failed modes" in md and "logs/verify_4.log" in md
+    assert "`bench/ttft.py` measures TTFT paired" in md  # the TTFT column is not a paired measurement
 
 
 def test_manifest_records_model_and_versions(tmp_path):
