@@ -195,8 +195,9 @@ def run_start(args, payloads, start: int) -> dict:
         return measure(servers, payloads, args.rounds)
     finally:
         for srv in servers.values():
-            with contextlib.suppress(ProcessLookupError):  # a server that died is stopped all the same
-                os.killpg(srv.proc.pid, signal.SIGCONT)
+            if srv.proc is not None:  # None: its start() failed
+                with contextlib.suppress(ProcessLookupError):  # a server that died is stopped all the same
+                    os.killpg(srv.proc.pid, signal.SIGCONT)
             srv.stop()
 
 
